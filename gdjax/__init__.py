@@ -1,0 +1,63 @@
+"""gdjax: gradient descent done right, in JAX.
+
+>>> import gdjax as gd
+>>> model = gd.models.get("G3")
+>>> report = gd.check_backprop(model)            # hand-written backprop vs autodiff
+>>> result = gd.fit(model.loss, params, gd.optim.adam(1e-2), data, steps=1000)
+
+Submodules load on first use, so ``import gdjax`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from gdjax._naming import name
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "models": ("gdjax.models", None),
+    "losses": ("gdjax.losses", None),
+    "optim": ("gdjax.optim", None),
+    "data": ("gdjax.data", None),
+    "plot": ("gdjax.plot", None),
+    "checkpoint": ("gdjax.checkpoint", None),
+    "Backprop": ("gdjax.models._base", "Backprop"),
+    "Model": ("gdjax.models._base", "Model"),
+    "check_backprop": ("gdjax.check", "check_backprop"),
+    "check_derivative": ("gdjax.check", "check_derivative"),
+    "Report": ("gdjax.check", "Report"),
+    "fit": ("gdjax.train", "fit"),
+    "sweep": ("gdjax.train", "sweep"),
+    "FitResult": ("gdjax.train", "FitResult"),
+    "SweepResult": ("gdjax.train", "SweepResult"),
+    "trace": ("gdjax.trace", "trace"),
+    "Graph": ("gdjax.trace", "Graph"),
+}
+
+__all__ = ["__version__", "name", *_LAZY]
+
+
+def __getattr__(attr: str) -> Any:
+    if attr in _LAZY:
+        module_name, member = _LAZY[attr]
+        module = importlib.import_module(module_name)
+        value = module if member is None else getattr(module, member)
+        globals()[attr] = value
+        return value
+    raise AttributeError(f"module 'gdjax' has no attribute {attr!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the lazy names
+    from gdjax import checkpoint, data, losses, models, optim, plot
+    from gdjax.check import Report, check_backprop, check_derivative
+    from gdjax.models._base import Backprop, Model
+    from gdjax.trace import Graph, trace
+    from gdjax.train import FitResult, SweepResult, fit, sweep

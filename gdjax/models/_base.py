@@ -1,0 +1,137 @@
+"""The model protocol shared by every document model.
+
+A model is a handful of pure functions of a parameter pytree (a dict of arrays named
+as the documents name them):
+
+* ``init(key, ...) -> params``
+* ``loss(params, batch) -> scalar``: pure JAX, differentiable by ``jax.grad``; every
+  intermediate a document names is tagged with :func:`gdjax.name`, so the checker can
+  probe its adjoint and the graph explainer can label it;
+* ``backprop(params, batch) -> Backprop``: the chain rule written out by hand, right to
+  left, exactly as the document derives it (no ``jax.grad``/``vjp``/``jvp`` inside);
+* ``example() -> (params, batch)``: a concrete point, the document's numbers where it
+  prints them;
+* ``predict(params, x)`` where the model has a prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gdjax._validate import check_finite
+
+__all__ = ["Backprop", "Model", "check_layout"]
+
+Params = Any
+Batch = Any
+
+
+class Backprop(NamedTuple):
+    """What a hand-written backward pass returns.
+
+    Attributes:
+      loss: the scalar loss at ``(params, batch)``.
+      grads: ``dL/dparams``, the same pytree as ``params``.
+      adjoints: ``{name: dL/d(name)}`` for the intermediates the document names
+        (``"u"``, ``"v"`` of G1; ``"z"``, ``"a"`` of G2; ...), each with the shape of the
+        intermediate itself.
+    """
+
+    loss: jax.Array
+    grads: Params
+    adjoints: dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class Model:
+    """One document model: its pure functions and where it comes from.
+
+    Attributes:
+      id: registry id, ``"G1"`` ... ``"C2"``.
+      title: a one-line description.
+      source: the seed document it comes from (file name under ``shared/seeds``).
+      init, loss, backprop, example, predict: the protocol above.
+      adjoint_names: the intermediates whose adjoints ``backprop`` reports.
+      doc: the docs page with its equations.
+    """
+
+    id: str
+    title: str
+    source: str
+    init: Callable[..., Params]
+    loss: Callable[[Params, Batch], jax.Array]
+    backprop: Callable[[Params, Batch], Backprop]
+    example: Callable[[], tuple[Params, Batch]]
+    predict: Callable[..., jax.Array] | None = None
+    adjoint_names: tuple[str, ...] = ()
+    doc: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<gdjax model {self.id}: {self.title}>"
+
+
+def check_layout(
+    model: str,
+    params: Params,
+    param_spec: Mapping[str, Sequence[str | int]],
+    arrays: Mapping[str, Any] | None = None,
+    array_spec: Mapping[str, Sequence[str | int]] | None = None,
+) -> dict[str, int]:
+    """Check params and batch arrays against symbolic shapes; return the dimensions.
+
+    ``param_spec`` maps each parameter name to its shape written with symbols, e.g.
+    ``{"W1": ("k", "n"), "b1": ("k",), "w2": ("k",), "b2": ()}``; ``array_spec`` does the
+    same for the batch, e.g. ``{"X": ("m", "n"), "y": ("m",)}``. A symbol takes its size
+    from the first array that has it, and every later use must agree. Works on tracers
+    (shapes are static); the NaN check of the batch only runs on concrete arrays.
+
+    Raises:
+      TypeError: ``params`` is not a dict with exactly the expected keys.
+      ValueError: a rank or size disagrees, or the batch holds NaN/inf.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{model}: `params` must be a dict with keys {sorted(param_spec)}, got "
+            f"{type(params).__name__}. Build it with the model's init() or example()."
+        )
+    if set(params) != set(param_spec):
+        missing = sorted(set(param_spec) - set(params))
+        extra = sorted(set(params) - set(param_spec))
+        raise ValueError(
+            f"{model}: `params` keys do not match the model. Missing: {missing}; "
+            f"unexpected: {extra}. Expected exactly {sorted(param_spec)}."
+        )
+    dims: dict[str, int] = {}
+    where: dict[str, str] = {}
+    items = [(f"params[{k!r}]", params[k], param_spec[k]) for k in param_spec]
+    if arrays is not None and array_spec is not None:
+        items += [(f"batch {k}", arrays[k], array_spec[k]) for k in array_spec]
+    for label, x, spec in items:
+        shape = jnp.shape(x)
+        if len(shape) != len(spec):
+            want = "(" + ", ".join(map(str, spec)) + ("," if len(spec) == 1 else "") + ")"
+            raise ValueError(
+                f"{model}: {label} has shape {shape}, expected {want} "
+                f"(rank {len(spec)}). Reshape it, e.g. x.reshape({want})."
+            )
+        for sym, size in zip(spec, shape):
+            if isinstance(sym, int):
+                if size != sym:
+                    raise ValueError(f"{model}: {label} has shape {shape}; axis must be {sym}.")
+            elif sym in dims and dims[sym] != size:
+                raise ValueError(
+                    f"{model}: {label} has shape {shape}, so {sym} = {size}, but {where[sym]} "
+                    f"says {sym} = {dims[sym]}. Make the shapes agree."
+                )
+            else:
+                dims.setdefault(sym, size)
+                where.setdefault(sym, label)
+    if arrays is not None:
+        check_finite("batch", dict(arrays))
+    return dims
