@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     p.add_argument(
-        "--only", default=None, metavar="LIST", help="comma-separated subset of: fit,sweep,pass,backprop"
+        "--only", default=None, metavar="LIST", help="subset of: fit,sweep,pass,backprop"
     )
 
     p = sub.add_parser(

@@ -17,4 +17,3 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 def x64():
     with jax.enable_x64(True):
         yield
-
