@@ -1,0 +1,75 @@
+r"""Update rules as optax ``GradientTransformation``\ s, written from their equations.
+
+>>> import gdjax as gd, optax
+>>> opt = gd.optim.adam(1e-3)                       # optax's names and defaults
+>>> opt = gd.optim.sgd(0.1, momentum=0.9, momentum_style="ema")   # the course notes' momentum
+>>> opt = gd.optim.sgd(gd.optim.cosine_decay(0.1, 1000))           # a schedule as learning rate
+>>> opt = optax.chain(optax.clip_by_global_norm(1.0), gd.optim.adamw(1e-3))
+
+Rules: :func:`gd`, :func:`sgd`, :func:`rmsprop`, :func:`adam`, :func:`adamw`,
+:func:`adagrad`. Building blocks: :mod:`gdjax.optim.transforms`. Schedules:
+:mod:`gdjax.optim.schedules`. Conventions table and equations: docs/optimizers.md.
+"""
+
+from gdjax.optim._util import Scalar, ScalarOrSchedule, Schedule
+from gdjax.optim.rules import RULES, adagrad, adam, adamw, gd, get, rmsprop, sgd
+from gdjax.optim.schedules import (
+    constant,
+    cosine_decay,
+    exponential_decay,
+    linear_warmup,
+    piecewise_constant,
+)
+from gdjax.optim.transforms import (
+    AddDecayedWeightsState,
+    ChainState,
+    ScaleByAdamState,
+    ScaleByLearningRateState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    ScaleState,
+    TraceState,
+    add_decayed_weights,
+    chain,
+    scale,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_rss,
+    trace,
+)
+
+__all__ = [
+    "RULES",
+    "AddDecayedWeightsState",
+    "ChainState",
+    "Scalar",
+    "ScalarOrSchedule",
+    "ScaleByAdamState",
+    "ScaleByLearningRateState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleState",
+    "Schedule",
+    "TraceState",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "chain",
+    "constant",
+    "cosine_decay",
+    "exponential_decay",
+    "gd",
+    "get",
+    "linear_warmup",
+    "piecewise_constant",
+    "rmsprop",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_rss",
+    "sgd",
+    "trace",
+]

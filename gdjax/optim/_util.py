@@ -1,0 +1,165 @@
+"""Helpers shared by the update rules: hyperparameter checks, dtype casts, leafwise maps.
+
+Hyperparameters are kept exactly as the caller gave them (a Python number stays a Python
+number, a traced scalar stays a tracer) and are cast to a gradient leaf's dtype only where
+they meet it. That keeps every rule traceable (``jax.vmap`` over a learning rate is one
+compilation) and keeps Python-number arithmetic such as ``1 - b1`` in double precision,
+exactly as optax does it, so the two agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdjax._validate import check_in_range, check_positive, check_same_structure
+
+Scalar: TypeAlias = float | jax.Array
+"""A hyperparameter: a Python number or a JAX scalar (concrete or traced)."""
+
+Schedule: TypeAlias = Callable[[jax.Array], jax.Array]
+"""A function of the step count ``t = 0, 1, 2, …`` returning a scalar."""
+
+ScalarOrSchedule: TypeAlias = Scalar | Schedule
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def cast(h: Scalar, like: jax.Array) -> jax.Array:
+    """The hyperparameter ``h`` as an array of ``like``'s dtype."""
+    return jnp.asarray(h, dtype=jnp.result_type(like))
+
+
+def as_float(x: Any) -> jax.Array:
+    """``x`` as a floating array: a Python number takes JAX's default float dtype."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    return x.astype(jnp.result_type(float))
+
+
+def debias(decay: Scalar, count: jax.Array, like: jax.Array) -> jax.Array:
+    """Adam's bias-correction denominator ``1 - decayᵗ`` in ``like``'s dtype.
+
+    The power is taken in the hyperparameter's own float precision (double for a Python
+    number under x64) and rounded once at the end, so ``1 - 0.999ᵗ`` keeps its digits.
+    """
+    d = as_float(decay)
+    return (1 - jax.lax.pow(d, count)).astype(jnp.result_type(like))
+
+
+def increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the int32 maximum instead of wrapping around."""
+    return jnp.where(count < _INT32_MAX, count + 1, count)
+
+
+def zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def map_leaves(f: Callable[..., tuple], n_out: int, tree: Any, *rest: Any) -> tuple:
+    """Apply ``f`` (one array in, an ``n_out``-tuple of arrays out) leaf by leaf.
+
+    ``rest`` are pytrees with ``tree``'s structure. Returns ``n_out`` pytrees shaped like
+    ``tree``: the per-leaf rule lifted to pytrees, as ``jax.example_libraries.optimizers``
+    does it.
+    """
+    treedef = jax.tree.structure(tree)
+    columns = zip(treedef.flatten_up_to(tree), *(treedef.flatten_up_to(r) for r in rest))
+    results = [f(*leaves) for leaves in columns]
+    return tuple(treedef.unflatten([r[i] for r in results]) for i in range(n_out))
+
+
+# ---------------------------------------------------------------------------------------
+# Checks. Each runs in Python when the transformation is built or traced, so under jit
+# it costs nothing at run time; traced values pass through untouched.
+
+
+def check_scalar(arg: str, value: Any) -> None:
+    """Raise unless ``value`` is a real scalar (a Python number or a 0-d array/tracer)."""
+    if isinstance(value, bool | np.bool_) or isinstance(value, str):
+        raise TypeError(f"`{arg}` must be a number, got {value!r}.")
+    try:
+        dtype = jnp.result_type(value)
+    except TypeError:
+        raise TypeError(f"`{arg}` must be a number or a JAX scalar, got {value!r}.") from None
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"`{arg}` must be a real number, got dtype {dtype}.")
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"`{arg}` must be a scalar, got an array of shape {np.shape(value)}. To sweep "
+            f"over several values, build the optimizer inside the function you jax.vmap, "
+            f"e.g. jax.vmap(lambda lr: run(gd.optim.adam(lr)))(learning_rates)."
+        )
+
+
+def check_learning_rate(arg: str, value: Any) -> None:
+    """A positive number (when concrete), or a schedule."""
+    if callable(value):
+        return
+    check_scalar(arg, value)
+    check_positive(arg, value)
+
+
+def check_nonnegative(arg: str, value: Any, *, schedule_ok: bool = False) -> None:
+    if schedule_ok and callable(value):
+        return
+    check_scalar(arg, value)
+    check_positive(arg, value, allow_zero=True)
+
+
+def check_eps(arg: str, value: Any) -> None:
+    """A positive number: eps ≤ 0 lets a zero gradient divide by zero."""
+    check_scalar(arg, value)
+    check_positive(arg, value)
+
+
+def check_beta(arg: str, value: Any) -> None:
+    """A decay rate in [0, 1): at 1 the average never forgets and never moves."""
+    check_scalar(arg, value)
+    check_in_range(arg, value, 0.0, 1.0)
+
+
+def check_bool(arg: str, value: Any) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{arg}` must be True or False, got {value!r}.")
+
+
+def check_choice(arg: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{arg}` must be one of {options}; got {value!r}.")
+
+
+def check_steps(arg: str, value: Any, *, allow_zero: bool = False) -> None:
+    """A whole number of steps (positive, or non-negative with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"`{arg}` must be a whole number of steps (an int), got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        need = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{arg}` must be {need} number of steps, got {value}.")
+
+
+def check_state(state: Any, expected: type, owner: str) -> None:
+    """Raise unless ``state`` is the state that ``owner``'s ``init`` returns."""
+    if state is None:
+        raise TypeError(
+            f"`state` is None: {owner}.update was called before init. Call "
+            f"`state = opt.init(params)` once and pass that state to "
+            f"`opt.update(grads, state, params)`."
+        )
+    if not isinstance(state, expected):
+        raise TypeError(
+            f"`state` is a {type(state).__name__}, but {owner} expects the {expected.__name__} "
+            f"that its init returns. Pass the state made by this optimizer's "
+            f"`init(params)`; states of different optimizers are not interchangeable."
+        )
+
+
+def check_grads(grads: Any, reference: Any, what: str) -> None:
+    """Raise unless ``grads`` has the pytree structure and leaf shapes of ``reference``."""
+    check_same_structure("grads", grads, reference, what)
