@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from gdjax._validate import check_finite
 
-__all__ = ["Backprop", "Model", "check_layout"]
+__all__ = ["Backprop", "Model", "check_layout", "uniform_fan_in", "unpack_xy"]
 
 Params = Any
 Batch = Any
@@ -135,3 +135,23 @@ def check_layout(
     if arrays is not None:
         check_finite("batch", dict(arrays))
     return dims
+
+
+def unpack_xy(model: str, batch: Any, names: tuple[str, str] = ("X", "y")) -> Batch:
+    """Split a ``(X, y)`` batch into two arrays, with a clear error for anything else."""
+    if not isinstance(batch, tuple | list) or len(batch) != 2:
+        raise TypeError(
+            f"{model}: `batch` must be a pair ({names[0]}, {names[1]}), got "
+            f"{type(batch).__name__}. Pass e.g. batch = ({names[0]}, {names[1]}); "
+            f"model.example() returns one."
+        )
+    return jnp.asarray(batch[0]), jnp.asarray(batch[1])
+
+
+def uniform_fan_in(
+    key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype: jnp.dtype
+) -> jax.Array:
+    """Draw from U(−1/√fan_in, 1/√fan_in), the rule ``torch.nn.Linear`` uses for both
+    its weights and its bias (so biases start small but not at zero)."""
+    bound = 1.0 / fan_in**0.5
+    return jax.random.uniform(key, shape, dtype, -bound, bound)

@@ -45,8 +45,7 @@ import jax.numpy as jnp
 
 from gdjax._naming import name
 from gdjax.losses import squared_error
-from gdjax.models._base import Backprop, Model, check_layout
-from gdjax.models.regression import unpack_xy
+from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
 
 __all__ = ["C1", "C2", "MODELS", "make_c1"]
 
@@ -184,7 +183,7 @@ def make_c1(
         predict=predict,
         adjoint_names=("f", "g", "h"),
         doc="docs/models/C1.md",
-        extras=fns,
+        extras={"loss_symbol": "Loss", **fns},
     )
 
 

@@ -47,8 +47,7 @@ import numpy as np
 from gdjax._naming import name
 from gdjax._validate import check_shape, is_concrete
 from gdjax.losses import bce_with_logits, sigmoid
-from gdjax.models._base import Backprop, Model, check_layout
-from gdjax.models.regression import uniform_fan_in, unpack_xy
+from gdjax.models._base import Backprop, Model, check_layout, uniform_fan_in, unpack_xy
 
 __all__ = ["G2", "G3", "MODELS"]
 
@@ -209,6 +208,7 @@ G3 = Model(
     predict=g3_predict,
     adjoint_names=("z",),
     doc="docs/models/G3.md",
+    extras={"loss_symbol": "J"},
 )
 
 MODELS = (G2, G3)

@@ -49,8 +49,7 @@ import numpy as np
 from gdjax._naming import name
 from gdjax._validate import check_finite, check_shape
 from gdjax.losses import half_squared_error, sigmoid, squared_error
-from gdjax.models._base import Backprop, Model, check_layout
-from gdjax.models.regression import unpack_xy
+from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
 
 __all__ = ["ACTIVATIONS", "D1", "LOSSES", "MODELS", "check_params", "layer_grad_norms", "make"]
 

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from gdjax._naming import name
 from gdjax._validate import check_shape
 from gdjax.losses import mean_squared_error, sigmoid
-from gdjax.models._base import Backprop, Model, check_layout
+from gdjax.models._base import Backprop, Model, check_layout, uniform_fan_in, unpack_xy
 
 __all__ = ["MODELS", "R1", "R2", "R3", "R4", "uniform_fan_in", "unpack_xy"]
 
@@ -58,26 +58,6 @@ _XY = {"X": ("m", "n"), "y": ("m",)}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def unpack_xy(model: str, batch: Any, names: tuple[str, str] = ("X", "y")) -> Batch:
-    """Split a ``(X, y)`` batch into two arrays, with a clear error for anything else."""
-    if not isinstance(batch, tuple | list) or len(batch) != 2:
-        raise TypeError(
-            f"{model}: `batch` must be a pair ({names[0]}, {names[1]}), got "
-            f"{type(batch).__name__}. Pass e.g. batch = ({names[0]}, {names[1]}); "
-            f"model.example() returns one."
-        )
-    return jnp.asarray(batch[0]), jnp.asarray(batch[1])
-
-
-def uniform_fan_in(
-    key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype: jnp.dtype
-) -> jax.Array:
-    """Draw from U(−1/√fan_in, 1/√fan_in), the rule ``torch.nn.Linear`` uses for both
-    its weights and its bias (so biases start small but not at zero)."""
-    bound = 1.0 / fan_in**0.5
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def _check_features(model: str, X: Any, n: int) -> jax.Array:

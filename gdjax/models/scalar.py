@@ -114,6 +114,7 @@ S1 = Model(
     adjoint_names=("a", "b", "c", "d", "e"),
     doc="docs/models/S1.md",
     extras={
+        "loss_symbol": "f",
         "function": function,
         "derivative": derivative,
         "printed_derivative": printed_derivative,
