@@ -26,6 +26,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "plot": ("gdjax.plot", None),
     "checkpoint": ("gdjax.checkpoint", None),
     "train": ("gdjax.train", None),
+    "blocked": ("gdjax.blocked", None),
     "Backprop": ("gdjax.models._base", "Backprop"),
     "Model": ("gdjax.models._base", "Model"),
     "check_backprop": ("gdjax.check", "check_backprop"),
@@ -57,7 +58,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the lazy names
-    from gdjax import checkpoint, data, losses, models, optim, plot, train
+    from gdjax import blocked, checkpoint, data, losses, models, optim, plot, train
     from gdjax.check import Report, check_backprop, check_derivative
     from gdjax.models._base import Backprop, Model
     from gdjax.trace import Graph, trace
