@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax._naming import probing
 from gdjax.models import chain, scalar
-from tests.helpers import assert_tree_allclose
+from tests.helpers import against_autodiff, assert_tree_allclose, autodiff_adjoints
 
 IDS = ["G1", "G2", "G3", "R1", "R2", "R3", "R4", "S1", "C1", "C2"]
 POINTS = 100
@@ -69,38 +68,10 @@ def compiled(model_id):
     return jax.jit(lambda p, b: (m.backprop(p, b), m.loss(p, b), jax.grad(m.loss)(p, b)))
 
 
-def autodiff_adjoints(model, params, batch, shapes):
-    """dL/d(name) for each named intermediate: the gradient w.r.t. a zero probe on it.
-
-    ``shapes`` maps each name to the shape of its intermediate.
-    """
-
-    def with_probes(probes):
-        with probing(probes):
-            return model.loss(params, batch)
-
-    dtype = jax.tree.leaves(params)[0].dtype
-    zeros = {k: jnp.zeros(s, dtype) for k, s in shapes.items()}
-    return jax.grad(with_probes)(zeros)
-
-
 def _against_autodiff(model_id):
     """Everything compared at POINTS random points, as one jitted, vmapped program."""
     model = gd.models.get(model_id)
-    h = 1e-6
-
-    def one(params, batch, v):
-        bp = model.backprop(params, batch)
-        shapes = {k: a.shape for k, a in bp.adjoints.items()}
-        loss, grads = jax.value_and_grad(model.loss)(params, batch)
-        adjoints = autodiff_adjoints(model, params, batch, shapes)
-        step = lambda s: jax.tree.map(lambda p, d: p + s * h * d, params, v)  # noqa: E731
-        fd = (model.loss(step(1.0), batch) - model.loss(step(-1.0), batch)) / (2 * h)
-        pairs = zip(jax.tree.leaves(bp.grads), jax.tree.leaves(v))
-        directional = sum(jnp.sum(g * d) for g, d in pairs)
-        return bp, loss, grads, adjoints, fd, directional
-
-    return jax.jit(jax.vmap(one))(*_sample(model_id, POINTS, seed=IDS.index(model_id)))
+    return against_autodiff(model, *_sample(model_id, POINTS, seed=IDS.index(model_id)))
 
 
 # --------------------------------------------------------------------------- every model

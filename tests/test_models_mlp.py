@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax._naming import probing
 from gdjax.models import mlp, network
-from tests.helpers import assert_tree_allclose
+from tests.helpers import against_autodiff, assert_tree_allclose
 
 POINTS = 100
 M = 5  # examples per batch at the random points
@@ -64,31 +63,8 @@ def _sample(model, points, seed):
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (params, batch, direction))
 
 
-def autodiff_adjoints(model, params, batch, shapes):
-    """dL/d(name) for each named intermediate: the gradient w.r.t. a zero probe on it."""
-
-    def with_probes(probes):
-        with probing(probes):
-            return model.loss(params, batch)
-
-    return jax.grad(with_probes)({k: jnp.zeros(s, jnp.float64) for k, s in shapes.items()})
-
-
 def _against_autodiff(model, seed):
-    h = 1e-6
-
-    def one(params, batch, v):
-        bp = model.backprop(params, batch)
-        shapes = {k: a.shape for k, a in bp.adjoints.items()}
-        loss, grads = jax.value_and_grad(model.loss)(params, batch)
-        adjoints = autodiff_adjoints(model, params, batch, shapes)
-        step = lambda s: jax.tree.map(lambda p, d: p + s * h * d, params, v)  # noqa: E731
-        fd = (model.loss(step(1.0), batch) - model.loss(step(-1.0), batch)) / (2 * h)
-        pairs = zip(jax.tree.leaves(bp.grads), jax.tree.leaves(v), strict=True)
-        directional = sum(jnp.sum(g * d) for g, d in pairs)
-        return bp, loss, grads, adjoints, fd, directional
-
-    return jax.jit(jax.vmap(one))(*_sample(model, POINTS, seed))
+    return against_autodiff(model, *_sample(model, POINTS, seed))
 
 
 # --------------------------------------------------------------------------- every network
