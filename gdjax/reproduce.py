@@ -1,0 +1,429 @@
+"""``gdjax reproduce`` and ``gdjax train``: run the experiments of ``experiments/``.
+
+``gdjax reproduce`` first checks every registry model's hand-written backprop
+(:func:`gdjax.check_backprop`, one line per model), then runs every experiment script,
+with a progress bar, and ends with a table: experiment, key figure, independent
+reference, status, seconds. It exits with 1 if any check fails.
+
+Each experiment is a plain script ``experiments/<name>.py`` with ``main(argv) -> dict``
+that writes ``runs/<name>/metrics.json``, its PNG plots and a ``summary.md``. Scripts build
+on the helpers here::
+
+    args = experiment_parser(NAME, __doc__).parse_args(argv)
+    run = Run(args, NAME, __doc__)
+    ...
+    return run.finish(checks=[close("final loss", loss, ref, atol=1e-4)], metrics={...})
+
+The scripts live next to the package in a source checkout (``experiments/`` beside
+``gdjax/``); they are not part of an installed wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Check",
+    "Run",
+    "at_most",
+    "autodiff_adjoints",
+    "cli_reproduce",
+    "cli_train",
+    "close",
+    "experiment_parser",
+    "experiments_dir",
+    "holds",
+    "list_experiments",
+    "load_experiment",
+    "markdown_table",
+    "to_jsonable",
+]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+class Check(NamedTuple):
+    """One key number of an experiment against its independent reference.
+
+    Attributes:
+      name: what is compared, e.g. ``"final loss"``.
+      value: the number gdjax produced.
+      reference: the independent number (closed form, solver, published value), or a
+        short description when the check is a property rather than a number.
+      criterion: how they are compared, e.g. ``"|Δ| ≤ 1e-4"``.
+      ok: whether the criterion holds.
+    """
+
+    name: str
+    value: float
+    reference: float | str | None
+    criterion: str
+    ok: bool
+
+
+def close(name: str, value: Any, reference: Any, *, rtol: float = 0.0, atol: float = 0.0) -> Check:
+    """``|value − reference| ≤ atol + rtol·|reference|`` (NaN never passes)."""
+    v, r = float(value), float(reference)
+    ok = bool(abs(v - r) <= atol + rtol * abs(r))
+    parts = ([f"{atol:g}"] if atol else []) + ([f"{rtol:g}·|ref|"] if rtol else [])
+    return Check(name, v, r, "|Δ| ≤ " + (" + ".join(parts) or "0"), ok)
+
+
+def at_most(name: str, value: Any, bound: Any) -> Check:
+    """``value ≤ bound`` (NaN never passes)."""
+    v, b = float(value), float(bound)
+    return Check(name, v, b, "≤ reference", bool(v <= b))
+
+
+def holds(name: str, ok: Any, value: Any, reference: str) -> Check:
+    """A property that holds or not; ``value`` is the number that shows it."""
+    return Check(name, float(value), reference, "holds", bool(ok))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def to_jsonable(x: Any) -> Any:
+    """Arrays to lists, NumPy/JAX scalars to Python numbers, NaN/inf to None."""
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_asdict"):
+        return to_jsonable(x._asdict())
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, str | bool) or x is None:
+        return x
+    if isinstance(x, Path):
+        return str(x)
+    arr = np.asarray(x)
+    if arr.dtype == bool:
+        return arr.tolist()
+    if arr.dtype.kind in "iu":
+        return arr.tolist()
+    if arr.dtype.kind == "f":
+        out = arr.astype(np.float64).tolist()
+        return _nan_to_none(out)
+    raise TypeError(f"cannot write {type(x).__name__} to metrics.json")
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_nan_to_none(u) for u in v]
+    return v if math.isfinite(v) else None
+
+
+def experiment_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The flags every experiment has: ``--out``, ``--seed``, ``--fast``."""
+    p = argparse.ArgumentParser(
+        prog=f"gdjax train {name}",
+        description=(doc or name).strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="runs", help="runs are written to OUT/<name>/")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed: the same seed, the same run")
+    p.add_argument("--fast", action="store_true", help="small sizes (the test suite's mode)")
+    return p
+
+
+class Run:
+    """The output folder of one experiment run, ``<out>/<name>/``.
+
+    ``run.png("loss")`` gives the path of a picture; ``run.finish(...)`` writes
+    ``metrics.json`` and ``summary.md`` and returns the metrics.
+    """
+
+    def __init__(self, args: argparse.Namespace, name: str, doc: str | None) -> None:
+        self.name = name
+        self.title = (doc or name).strip().splitlines()[0]
+        self.args = args
+        self.dir = Path(args.out) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pictures: list[tuple[str, Path]] = []
+        self._t0 = time.perf_counter()
+
+    def png(self, stem: str, caption: str) -> Path:
+        """The path for picture ``<stem>.png``, listed in the summary with ``caption``."""
+        path = self.dir / f"{stem}.png"
+        self.pictures.append((caption, path))
+        return path
+
+    def finish(
+        self,
+        *,
+        checks: Sequence[Check],
+        metrics: Mapping[str, Any],
+        sections: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Write ``metrics.json`` and ``summary.md``; return the metrics as plain Python."""
+        out = {
+            "experiment": self.name,
+            "title": self.title,
+            "seed": self.args.seed,
+            "fast": bool(self.args.fast),
+            "ok": all(c.ok for c in checks),
+            "seconds": round(time.perf_counter() - self._t0, 3),
+            "out_dir": str(self.dir),
+            "checks": [c._asdict() for c in checks],
+            **metrics,
+        }
+        out = to_jsonable(out)
+        (self.dir / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+        (self.dir / "summary.md").write_text(self._summary(checks, sections))
+        return out
+
+    def _summary(self, checks: Sequence[Check], sections: Sequence[str]) -> str:
+        mode = "fast mode" if self.args.fast else "full mode"
+        lines = [
+            f"# {self.name}: {self.title}",
+            "",
+            f"Run with seed {self.args.seed}, {mode}. Reproduce: "
+            f"`gdjax train {self.name} --seed {self.args.seed}"
+            f"{' --fast' if self.args.fast else ''}`.",
+            "",
+            "| check | value | reference | criterion | status |",
+            "|---|---|---|---|---|",
+        ]
+        for c in checks:
+            ref = _fmt(c.reference) if not isinstance(c.reference, str) else c.reference
+            status = "PASS" if c.ok else "**FAIL**"
+            lines.append(f"| {c.name} | {_fmt(c.value)} | {ref} | {c.criterion} | {status} |")
+        for s in sections:
+            lines += ["", s.strip()]
+        if self.pictures:
+            lines += ["", "## Pictures", ""]
+            lines += [f"![{cap}]({p.name})" + "\n" for cap, p in self.pictures]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; numbers are printed with 6 significant digits."""
+    cells = [[c if isinstance(c, str) else _fmt(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def autodiff_adjoints(model: Any, params: Any, batch: Any) -> dict[str, Any]:
+    """Autodiff's ``dL/du`` for every intermediate ``u`` the model names.
+
+    Differentiates the loss with respect to a zero probe added to each named value
+    (:func:`gdjax._naming.probing`), independently of the model's hand-written backprop.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from gdjax._naming import probing
+
+    shapes = model.backprop(params, batch).adjoints
+
+    def loss_of_probes(probes: dict[str, Any]) -> Any:
+        with probing(probes):
+            return model.loss(params, batch)
+
+    zeros = {k: jnp.zeros_like(shapes[k]) for k in model.adjoint_names}
+    return jax.grad(loss_of_probes)(zeros)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    v = float(v)
+    if v == 0 or 1e-3 <= abs(v) < 1e5:
+        return f"{v:.6g}"
+    return f"{v:.4e}"
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def experiments_dir() -> Path:
+    """``experiments/`` next to the ``gdjax`` package (a source checkout)."""
+    import gdjax
+
+    path = Path(gdjax.__file__).resolve().parent.parent / "experiments"
+    if not path.is_dir():
+        raise ValueError(
+            f"the experiment scripts were not found at {path}. They ship with the source, "
+            "not with an installed wheel: clone the repository and install it with "
+            "`pip install -e '.[all]'`, then run gdjax from the checkout."
+        )
+    return path
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (0 if name.startswith("seed") else 1, name)
+
+
+def list_experiments() -> list[str]:
+    """The experiment names, seed documents first (``seed000_…``), then the questions."""
+    names = [p.stem for p in experiments_dir().glob("*.py") if not p.stem.startswith("_")]
+    return sorted(names, key=_order)
+
+
+def load_experiment(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py`` as a module (it must define ``main``)."""
+    known = list_experiments()
+    if name not in known:
+        raise ValueError(f"unknown experiment {name!r}. Known: {', '.join(known)}.")
+    path = experiments_dir() / f"{name}.py"
+    module_name = f"gdjax_experiments.{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "main", None)):
+        raise ValueError(f"{path} defines no main(argv) function.")
+    return module
+
+
+def _description(name: str) -> str:
+    path = experiments_dir() / f"{name}.py"
+    text = path.read_text()
+    try:
+        import ast
+
+        doc = ast.get_docstring(ast.parse(text)) or ""
+    except SyntaxError:
+        doc = ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """``gdjax train [EXPERIMENT [flags]]``: run one experiment, or list them."""
+    if args.experiment is None:
+        print("Experiments (run one with `gdjax train NAME [--fast] [--seed N] [--out DIR]`):")
+        for name in list_experiments():
+            print(f"  {name:<20} {_description(name)}")
+        return 0
+    module = load_experiment(args.experiment)
+    metrics = module.main(list(args.args))
+    out = Path(metrics.get("out_dir", ""))
+    status = "all checks pass" if metrics["ok"] else "SOME CHECKS FAIL"
+    print(f"\n{args.experiment}: {status} ({metrics['seconds']:.1f} s). Results in {out}/")
+    return 0 if metrics["ok"] else 1
+
+
+def _verify(fast: bool) -> tuple[bool, list[str]]:
+    """``gd.check_backprop`` on every registry model: (all ok, one line per model)."""
+    import jax
+
+    import gdjax as gd
+
+    lines, ok = [], True
+    for i, (model_id, model) in enumerate(gd.models.REGISTRY.items()):
+        t0 = time.perf_counter()
+        try:
+            report = gd.check_backprop(model, points=10 if fast else 100, key=jax.random.key(i))
+            good, detail = bool(report.ok), ""
+        except Exception as err:  # a crash is a failed check, reported, not fatal
+            good, detail = False, f"  ({type(err).__name__}: {err})"
+        ok &= good
+        status = "ok  " if good else "FAIL"
+        dt = time.perf_counter() - t0
+        lines.append(f"  {status} {model_id:<3} {model.title:<52} {dt:5.1f} s{detail}")
+    return ok, lines
+
+
+class _Row(NamedTuple):
+    name: str
+    key: str
+    reference: str
+    status: str
+    seconds: float
+
+
+def _row(name: str, metrics: dict[str, Any] | None, error: str, seconds: float) -> _Row:
+    if metrics is None:
+        return _Row(name, error, "–", "ERROR", seconds)
+    first = metrics["checks"][0] if metrics["checks"] else None
+    if first is None:
+        return _Row(name, "–", "–", "PASS" if metrics["ok"] else "FAIL", seconds)
+    ref = first["reference"]
+    ref_text = ref if isinstance(ref, str) else _fmt(ref)
+    return _Row(
+        name,
+        f"{first['name']} = {_fmt(first['value'])}",
+        f"{ref_text} ({first['criterion']})",
+        "PASS" if metrics["ok"] else "FAIL",
+        seconds,
+    )
+
+
+def _table(rows: Sequence[_Row]) -> str:
+    head = _Row("experiment", "key figure", "reference", "status", 0.0)
+    cols = [max(len(getattr(r, f)) for r in (head, *rows)) for f in ("name", "key", "reference")]
+    fmt = f"{{:<{cols[0]}}}  {{:<{cols[1]}}}  {{:<{cols[2]}}}  {{:<6}}  {{:>7}}"
+    lines = [fmt.format(head.name, head.key, head.reference, head.status, "seconds")]
+    lines.append("-" * len(lines[0]))
+    lines += [fmt.format(r.name, r.key, r.reference, r.status, f"{r.seconds:.1f}") for r in rows]
+    return "\n".join(lines)
+
+
+def cli_reproduce(args: argparse.Namespace) -> int:
+    """``gdjax reproduce [--fast] [--only a,b] [--out runs]``: verify, then every experiment."""
+    from tqdm.auto import tqdm
+
+    names = list_experiments()
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise ValueError(f"--only: unknown experiment(s) {unknown}. Known: {', '.join(names)}.")
+        names = [n for n in names if n in wanted]
+    out = Path(args.out)
+    t_start = time.perf_counter()
+
+    print("1/2  verify: hand-written backprop vs autodiff vs finite differences")
+    verified, lines = _verify(args.fast)
+    print("\n".join(lines))
+
+    print(f"\n2/2  experiments ({len(names)}), each writing {out}/<name>/")
+    rows: list[_Row] = []
+    bar = tqdm(names, unit="exp", dynamic_ncols=True, file=sys.stdout)
+    for name in bar:
+        bar.set_description(f"{name:<18}")
+        t0 = time.perf_counter()
+        metrics, error = None, ""
+        argv = ["--out", str(out)] + (["--fast"] if args.fast else [])
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log):
+                metrics = load_experiment(name).main(argv)
+        except Exception as err:  # one broken experiment must not hide the others
+            error = f"{type(err).__name__}: {err}"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "log.txt").write_text(log.getvalue() + (f"\n{error}\n" if error else ""))
+        rows.append(_row(name, metrics, error[:60], time.perf_counter() - t0))
+    bar.close()
+
+    total = time.perf_counter() - t_start
+    print()
+    print(_table(rows))
+    good = verified and all(r.status == "PASS" for r in rows)
+    print(
+        f"\nverify: {'all models ok' if verified else 'SOME MODELS FAIL'}; "
+        f"experiments: {sum(r.status == 'PASS' for r in rows)}/{len(rows)} pass; "
+        f"{total:.0f} s in all."
+    )
+    print(f"Runs, metrics and plots: {out.resolve()}/<name>/ (summary.md, metrics.json, *.png)")
+    return 0 if good else 1
