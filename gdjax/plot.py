@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["grid", "landscape", "lines", "loss_curves", "lr_sweep", "panels"]
+__all__ = ["grid", "landscape", "lines", "loss_curves", "lr_sweep", "panels", "side_by_side"]
 
 # colour-blind-safe cycle (Okabe & Ito), in a fixed order so that a name keeps its colour
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -72,6 +72,8 @@ def loss_curves(
     log: bool = True,
     reference: float | None = None,
     reference_label: str = "reference optimum",
+    styles: Mapping[str, str] | None = None,
+    legend_loc: str = "best",
 ) -> Path:
     """Loss against step, one line per entry of ``curves`` (``label -> y`` or ``(x, y)``).
 
@@ -81,6 +83,8 @@ def loss_curves(
       reference: the optimum found by an independent solver, drawn as a dashed line (or,
         on a log axis, subtracted; gaps below float32's resolution of the loss,
         ``eps·|reference|``, are rounding noise and drawn at that floor).
+      styles: ``label -> line style`` (e.g. ``"--"`` for a curve drawn over another).
+      legend_loc: where the legend goes (matplotlib's ``loc``, e.g. ``"upper right"``).
     """
     fig, (ax,) = _figure()
     gap = log and reference is not None
@@ -89,7 +93,8 @@ def loss_curves(
         x, y = _xy(curve)
         if gap:
             y = np.maximum(y - reference, floor)
-        ax.plot(x, y, color=COLORS[i % len(COLORS)], lw=1.8, label=label)
+        style = (styles or {}).get(label, "-")
+        ax.plot(x, y, style, color=COLORS[i % len(COLORS)], lw=1.8, label=label)
     if gap:
         ax.axhline(floor, color="0.5", ls=":", lw=1.0, label="float32 resolution of the loss")
     if reference is not None and not gap:
@@ -99,7 +104,7 @@ def loss_curves(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{ylabel} − {reference_label}" if gap else ylabel)
-    ax.legend()
+    ax.legend(loc=legend_loc)
     return _save(fig, path)
 
 
@@ -225,10 +230,12 @@ def lines(
     log: bool = False,
     styles: Mapping[str, str] | None = None,
     logx: bool = False,
+    legend_loc: str = "best",
 ) -> Path:
     """Several curves over one ``x`` (``label -> y``); ``styles`` maps a label to a line style.
 
-    ``log`` and ``logx`` put the y and the x axis on a log scale.
+    ``log`` and ``logx`` put the y and the x axis on a log scale; ``legend_loc`` places
+    the legend (matplotlib's ``loc``).
     """
     fig, (ax,) = _figure()
     x = np.asarray(x, dtype=np.float64)
@@ -242,7 +249,7 @@ def lines(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(loc=legend_loc)
     return _save(fig, path)
 
 
@@ -270,5 +277,51 @@ def panels(
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=8)
     axes[0].set_ylabel(ylabel)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def side_by_side(
+    data: Mapping[str, Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str | Sequence[str],
+    ylabel: Sequence[str],
+    log: bool | Sequence[bool] = False,
+    styles: Mapping[str, str] | None = None,
+) -> Path:
+    """Side-by-side panels, each with its own y axis: ``panel title -> {label -> y or (x, y)}``.
+
+    Unlike :func:`panels`, the panels may show different quantities (a value and its error,
+    say). A label keeps its colour in every panel; ``styles`` maps a label to a line style
+    or marker (``"--"``, ``":"``, ``"o"``; no colour letters).
+
+    Args:
+      xlabel: one label for every panel, or one per panel.
+      ylabel: one label per panel.
+      log: a log-scale y axis for every panel, or one flag per panel.
+    """
+    n = len(data)
+    xlabels = [xlabel] * n if isinstance(xlabel, str) else list(xlabel)
+    logs = [log] * n if isinstance(log, bool) else list(log)
+    if not len(xlabels) == len(ylabel) == len(logs) == n:
+        raise ValueError(
+            f"`xlabel`, `ylabel` and `log` need one entry per panel ({n}); got "
+            f"{len(xlabels)}, {len(ylabel)} and {len(logs)}."
+        )
+    labels = list(dict.fromkeys(label for curves in data.values() for label in curves))
+    fig, axes = _figure(figsize=(4.6 * n, 4.4), ncols=n)
+    for ax, (panel, curves), xl, yl, lg in zip(axes, data.items(), xlabels, ylabel, logs):
+        for label, curve in curves.items():
+            x, y = _xy(curve)
+            color = COLORS[labels.index(label) % len(COLORS)]
+            ax.plot(x, y, (styles or {}).get(label, "-"), color=color, lw=1.6, ms=4, label=label)
+        if lg:
+            ax.set_yscale("log")
+        ax.set_title(panel)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
