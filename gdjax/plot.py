@@ -290,17 +290,20 @@ def side_by_side(
     ylabel: Sequence[str],
     log: bool | Sequence[bool] = False,
     styles: Mapping[str, str] | None = None,
+    sharey: bool = False,
 ) -> Path:
     """Side-by-side panels, each with its own y axis: ``panel title -> {label -> y or (x, y)}``.
 
     Unlike :func:`panels`, the panels may show different quantities (a value and its error,
-    say). A label keeps its colour in every panel; ``styles`` maps a label to a line style
-    or marker (``"--"``, ``":"``, ``"o"``; no colour letters).
+    say), each with its own x and y labels (one shared y range with ``sharey``). A label
+    keeps its colour in every panel; ``styles`` maps a label to a line style or marker
+    (``"--"``, ``":"``, ``"o"``; no colour letters).
 
     Args:
       xlabel: one label for every panel, or one per panel.
       ylabel: one label per panel.
       log: a log-scale y axis for every panel, or one flag per panel.
+      sharey: one y range for all panels (for panels of the same quantity).
     """
     n = len(data)
     xlabels = [xlabel] * n if isinstance(xlabel, str) else list(xlabel)
@@ -312,6 +315,8 @@ def side_by_side(
         )
     labels = list(dict.fromkeys(label for curves in data.values() for label in curves))
     fig, axes = _figure(figsize=(4.6 * n, 4.4), ncols=n)
+    for ax in axes[1:] if sharey else ():
+        ax.sharey(axes[0])
     for ax, (panel, curves), xl, yl, lg in zip(axes, data.items(), xlabels, ylabel, logs):
         for label, curve in curves.items():
             x, y = _xy(curve)

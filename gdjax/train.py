@@ -544,7 +544,7 @@ def _largest_divisor(q: int, limit: int) -> int:
     best, d = 1, 1
     while d * d <= q:
         if q % d == 0:
-            best = max(best, *(x for x in (d, q // d) if x <= limit))
+            best = max([best, *(x for x in (d, q // d) if x <= limit)])
         d += 1
     return best
 

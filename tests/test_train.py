@@ -316,3 +316,12 @@ def test_an_update_that_overflows_is_not_applied(chunk_size):
     assert res.diverged and res.diverged_at == 1 and res.steps == 1
     np.testing.assert_array_equal(res.params["w"], np.float32([-2e38]))
     np.testing.assert_array_equal(res.losses, np.float32([0.0, -2e38]))
+
+
+@pytest.mark.parametrize(
+    ("q", "limit", "expected"), [(50, 1, 1), (50, 7, 5), (50, 50, 50), (97, 10, 1), (36, 6, 6)]
+)
+def test_largest_divisor(q, limit, expected):
+    from gdjax.train import _largest_divisor
+
+    assert _largest_divisor(q, limit) == expected
