@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from gdjax._naming import name
 
+# Eager: `gdjax.trace` is both a submodule and the function `gd.trace`; binding the
+# function here, after the submodule is loaded, keeps `gd.trace` the function.
+from gdjax.trace import Graph, trace
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute or None for the module itself)
@@ -36,11 +40,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "sweep": ("gdjax.train", "sweep"),
     "FitResult": ("gdjax.train", "FitResult"),
     "SweepResult": ("gdjax.train", "SweepResult"),
-    "trace": ("gdjax.trace", "trace"),
-    "Graph": ("gdjax.trace", "Graph"),
 }
 
-__all__ = ["__version__", "name", *_LAZY]
+__all__ = ["Graph", "__version__", "name", "trace", *_LAZY]
 
 
 def __getattr__(attr: str) -> Any:
@@ -61,5 +63,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the lazy name
     from gdjax import blocked, checkpoint, data, losses, models, optim, plot, train
     from gdjax.check import Report, check_backprop, check_derivative
     from gdjax.models._base import Backprop, Model
-    from gdjax.trace import Graph, trace
     from gdjax.train import FitResult, SweepResult, fit, sweep

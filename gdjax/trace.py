@@ -45,9 +45,7 @@ import inspect
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -1144,15 +1142,3 @@ def cli_trace(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {graph.save(path)}")
     return 0
-
-
-# `gdjax.trace` is both this module and the function `gd.trace`: importing the module
-# (``from gdjax.trace import Graph``) makes Python set the package attribute `gdjax.trace`
-# to the module, hiding the lazily exported function. Calling the module calls the
-# function, so `gd.trace(f, x)` works whatever was imported first.
-class _CallableModule(types.ModuleType):
-    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Graph:
-        return trace(f, *args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

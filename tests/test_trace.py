@@ -468,6 +468,21 @@ def test_untraceable_function_is_a_clear_error():
 
 
 def test_gd_trace_is_the_function_whatever_was_imported():
-    # `from gdjax.trace import ...` makes gdjax.trace the module; calling it still traces.
+    # `import gdjax.trace` would make the package attribute the module; gdjax binds the
+    # function after loading the submodule, so gd.trace stays the function.
+    import gdjax.trace  # noqa: F401
+
+    assert gd.trace is trace
     graph = gd.trace(G1.loss, *G1.example())
     assert isinstance(graph, Graph) and float(graph["J"].value) == 33.0
+
+
+def test_arrivals_expand_a_broadcast_fan_out():
+    def c2(a, b, v):  # C2 of seed 004: f = a·b read by three consumers as one vector
+        f = gd.name(a * b, "f")
+        return jnp.sum(v * jnp.broadcast_to(f, v.shape))
+
+    graph = trace(c2, 2.0, 3.0, jnp.array([-0.2, 0.4, 0.6]))
+    np.testing.assert_allclose([float(c) for c in graph.arrivals("f")], [-0.2, 0.4, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(graph["f"].adjoint, 0.8, rtol=1e-6)
+    assert "-0.2 + 0.4 + 0.6" in graph.table()
