@@ -200,7 +200,8 @@ class Run:
         for c in checks:
             ref = _fmt(c.reference) if not isinstance(c.reference, str) else c.reference
             status = "PASS" if c.ok else "**FAIL**"
-            lines.append(f"| {c.name} | {_fmt(c.value)} | {ref} | {c.criterion} | {status} |")
+            cells = (c.name, _fmt(c.value), ref, c.criterion, status)
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
         for s in sections:
             lines += ["", s.strip()]
         if self.pictures:
@@ -211,7 +212,7 @@ class Run:
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table; numbers are printed with 6 significant digits."""
-    cells = [[c if isinstance(c, str) else _fmt(c) for c in row] for row in rows]
+    cells = [[_cell(c if isinstance(c, str) else _fmt(c)) for c in row] for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
@@ -236,6 +237,11 @@ def autodiff_adjoints(model: Any, params: Any, batch: Any) -> dict[str, Any]:
 
     zeros = {k: jnp.zeros_like(shapes[k]) for k in model.adjoint_names}
     return jax.grad(loss_of_probes)(zeros)
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: a ``|`` inside it (``|Δ|``) must not end the cell."""
+    return text.replace("|", "\\|")
 
 
 def _fmt(v: Any) -> str:
