@@ -31,7 +31,16 @@ import numpy as np
 import optax
 
 import gdjax as gd
-from gdjax.reproduce import Run, at_most, close, experiment_parser, holds, markdown_table
+from gdjax.reproduce import (
+    Run,
+    at_most,
+    close,
+    experiment_parser,
+    holds,
+    logistic_lbfgs,
+    logistic_objective,
+    markdown_table,
+)
 
 NAME = "optimizers"
 BETA = 0.9  # momentum of the three momentum rules
@@ -57,31 +66,14 @@ RULES: dict[str, tuple[str, Callable[..., optax.GradientTransformation]]] = {
 FAST_RULES = ("GD", "momentum", "momentum, course notes", "Adam")  # --fast: four sweeps
 
 
-def logistic_objective(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of σ(X·w + b) and its gradient, NumPy float64 (independent of gdjax)."""
-    z = X @ theta[:-1] + theta[-1]
-    loss = np.mean(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
-    r = (0.5 * (1.0 + np.tanh(0.5 * z)) - y) / len(y)  # (σ(z) − y)/m without overflow
-    return float(loss), np.concatenate([X.T @ r, [r.sum()]])
-
-
 def reference_optimum(X: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """(J*, ‖∇J(θ*)‖, condition number of the Hessian at θ*), by SciPy's L-BFGS in float64."""
-    from scipy.optimize import minimize
-
-    res = minimize(
-        logistic_objective,
-        np.zeros(X.shape[1] + 1),
-        args=(X, y),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15},
-    )
+    theta, loss = logistic_lbfgs(X, y)
     Xb = np.column_stack([X, np.ones(len(y))])
-    p = 0.5 * (1.0 + np.tanh(0.5 * (Xb @ res.x)))
+    p = 0.5 * (1.0 + np.tanh(0.5 * (Xb @ theta)))
     eig = np.linalg.eigvalsh((Xb * (p * (1.0 - p))[:, None]).T @ Xb / len(y))
-    grad_norm = float(np.linalg.norm(logistic_objective(res.x, X, y)[1]))
-    return float(res.fun), grad_norm, float(eig[-1] / eig[0])
+    grad_norm = float(np.linalg.norm(logistic_objective(theta, X, y)[1]))
+    return loss, grad_norm, float(eig[-1] / eig[0])
 
 
 def tuned_index(losses: np.ndarray, diverged: np.ndarray) -> int:

@@ -29,6 +29,8 @@ from gdjax.reproduce import (
     autodiff_adjoints,
     close,
     experiment_parser,
+    logistic_lbfgs,
+    logistic_objective,
     markdown_table,
 )
 
@@ -98,31 +100,15 @@ def g2_step(alpha: float) -> tuple[list[list[object]], dict[str, float]]:
     return rows, errs
 
 
-def logistic_objective(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy and its gradient in NumPy float64 (independent of gdjax)."""
-    z = X @ theta[:-1] + theta[-1]
-    loss = np.mean(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
-    r = (0.5 * (1.0 + np.tanh(0.5 * z)) - y) / len(y)  # σ(z) − y, overflow-free
-    return float(loss), np.concatenate([X.T @ r, [r.sum()]])
-
-
 def reference_optimum(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(θ*, J(θ*)) by SciPy's L-BFGS in float64; and scikit-learn's J as a cross-check."""
-    from scipy.optimize import minimize
     from sklearn.linear_model import LogisticRegression
 
-    res = minimize(
-        logistic_objective,
-        np.zeros(X.shape[1] + 1),
-        args=(X, y),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15},
-    )
+    theta, loss = logistic_lbfgs(X, y)
     # C = ∞: no penalty (scikit-learn ≥ 1.8 deprecates penalty=None for this)
     clf = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(X, y)
     theta_sk = np.concatenate([clf.coef_.ravel(), clf.intercept_])
-    return res.x, float(res.fun), logistic_objective(theta_sk, X, y)[0]
+    return theta, loss, logistic_objective(theta_sk, X, y)[0]
 
 
 def main(argv: list[str] | None = None) -> dict:

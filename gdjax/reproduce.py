@@ -48,9 +48,38 @@ __all__ = [
     "holds",
     "list_experiments",
     "load_experiment",
+    "logistic_lbfgs",
+    "logistic_objective",
     "markdown_table",
     "to_jsonable",
 ]
+
+# ----------------------------------------------------------------------------- references
+
+
+def logistic_objective(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """G3's mean cross-entropy of σ(X·w + b) and its gradient in NumPy float64, written
+    independently of gdjax; ``theta = (w, b)`` stacked."""
+    z = X @ theta[:-1] + theta[-1]
+    loss = np.mean(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
+    r = (0.5 * (1.0 + np.tanh(0.5 * z)) - y) / len(y)  # (σ(z) − y)/m without overflow
+    return float(loss), np.concatenate([X.T @ r, [r.sum()]])
+
+
+def logistic_lbfgs(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """The reference optimum ``(θ*, J(θ*))`` of :func:`logistic_objective`, by SciPy's
+    L-BFGS in float64 with tight tolerances."""
+    from scipy.optimize import minimize
+
+    res = minimize(
+        logistic_objective,
+        np.zeros(X.shape[1] + 1),
+        args=(X, y),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15},
+    )
+    return res.x, float(res.fun)
 
 
 # ----------------------------------------------------------------------------- checks
