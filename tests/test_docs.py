@@ -34,3 +34,12 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
 
 def test_there_are_pages_with_code():
     assert sum(bool(_blocks(p)) for p in PAGES) >= 1
+
+
+def test_relative_links_point_at_files():
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
