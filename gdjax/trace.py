@@ -1010,7 +1010,8 @@ def _render_graphviz(dot: str, source: str, path: Path, fmt: str) -> None:
 
 
 def _render_matplotlib(graph: Graph, path: Path, fmt: str) -> None:
-    """A layered drawing: column = longest path from an input, arrows left to right."""
+    """A layered drawing: column = longest path from an input (inputs just left of their
+    first use), arrows left to right."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -1022,6 +1023,10 @@ def _render_matplotlib(graph: Graph, path: Path, fmt: str) -> None:
     depth: dict[str, int] = {}
     for node in graph.nodes:
         depth[node.name] = 1 + max((depth[i] for i in node.inputs), default=-1)
+    for node in graph.nodes:  # an input sits just left of its first use, not always in column 0
+        uses = [depth[n.name] for n in graph.nodes if node.name in n.inputs]
+        if not node.inputs and uses:
+            depth[node.name] = min(uses) - 1
     columns: dict[int, list[str]] = {}
     for node in graph.nodes:
         columns.setdefault(depth[node.name], []).append(node.name)
