@@ -755,6 +755,9 @@ def fit(
       loss_fn: ``loss_fn(params, batch) -> scalar``; ``batch`` has the structure of ``data``.
       params: the initial parameters (a pytree of arrays).
       optimizer: an ``optax.GradientTransformation`` (``gd.optim.*`` or optax's own).
+        The compiled run is cached per optimizer object: a Python loop of ``fit`` calls,
+        each with a new ``sgd(lr)``, compiles every time; use :func:`sweep` to run many
+        learning rates as one program.
       data: a pytree of arrays with the examples on axis 0 (e.g. ``(X, y)``), or None for
         a data-free loss (G1, S1).
       steps: the number of updates.
