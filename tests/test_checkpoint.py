@@ -112,6 +112,19 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
     params, data, kw = make_run()
     full = gd.fit(loss, params, gd.optim.adam(0.02), data, trajectory=True, **kw)
 
+    def fit_with_checkpoints():
+        opt = gd.optim.adam(0.02)
+        return gd.fit(
+            loss,
+            params,
+            opt,
+            data,
+            trajectory=True,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=20,
+            **kw,
+        )
+
     saves = []
     real_save = checkpoint.save
 
@@ -123,46 +136,19 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save", save_then_stop)
     with pytest.raises(Interrupt):
-        gd.fit(
-            loss,
-            params,
-            gd.optim.adam(0.02),
-            data,
-            trajectory=True,
-            checkpoint_dir=tmp_path,
-            checkpoint_every=20,
-            **kw,
-        )
+        fit_with_checkpoints()
     assert saves == [20, 40]
     monkeypatch.setattr(checkpoint, "save", real_save)
     assert checkpoint.read_metadata(tmp_path / train.CHECKPOINT_NAME)["step"] == 40
 
-    resumed = gd.fit(
-        loss,
-        params,
-        gd.optim.adam(0.02),
-        data,
-        trajectory=True,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=20,
-        **kw,
-    )
+    resumed = fit_with_checkpoints()
     assert tree_equal(resumed.params, full.params)
     assert tree_equal(resumed.opt_state, full.opt_state)
     assert tree_equal(resumed.trajectory, full.trajectory)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     assert resumed.losses.shape == (30,)
     # the finished checkpoint answers a third call without running anything
-    again = gd.fit(
-        loss,
-        params,
-        gd.optim.adam(0.02),
-        data,
-        trajectory=True,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=20,
-        **kw,
-    )
+    again = fit_with_checkpoints()
     assert tree_equal(again.params, full.params)
 
 
