@@ -21,8 +21,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["name", "probing"]
+__all__ = ["name", "probe_adjoints", "probing"]
 
 _PROBES: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "gdjax_probes", default=None
@@ -65,3 +66,20 @@ def probing(probes: Mapping[str, Any]) -> Iterator[None]:
         yield
     finally:
         _PROBES.reset(token)
+
+
+def probe_adjoints(
+    loss: Any, params: Any, batch: Any, like: Mapping[str, Any]
+) -> dict[str, jax.Array]:
+    """Autodiff's ``dL/du`` for each named intermediate ``u`` in ``like``.
+
+    ``like`` maps each name to an array of the intermediate's shape and dtype (e.g. the
+    hand-written backprop's adjoints); the loss is differentiated with respect to a zero
+    probe of that shape added to the named value.
+    """
+
+    def loss_of_probes(probes: Mapping[str, Any]) -> jax.Array:
+        with probing(probes):
+            return loss(params, batch)
+
+    return jax.grad(loss_of_probes)({k: jnp.zeros_like(v) for k, v in like.items()})

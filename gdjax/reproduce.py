@@ -248,24 +248,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def autodiff_adjoints(model: Any, params: Any, batch: Any) -> dict[str, Any]:
-    """Autodiff's ``dL/du`` for every intermediate ``u`` the model names.
-
-    Differentiates the loss with respect to a zero probe added to each named value
-    (:func:`gdjax._naming.probing`), independently of the model's hand-written backprop.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from gdjax._naming import probing
+    """Autodiff's ``dL/du`` for every intermediate ``u`` the model names, through zero
+    probes (:func:`gdjax._naming.probe_adjoints`), independently of its hand-written
+    backprop (which is used only for the intermediates' shapes)."""
+    from gdjax._naming import probe_adjoints
 
     shapes = model.backprop(params, batch).adjoints
-
-    def loss_of_probes(probes: dict[str, Any]) -> Any:
-        with probing(probes):
-            return model.loss(params, batch)
-
-    zeros = {k: jnp.zeros_like(shapes[k]) for k in model.adjoint_names}
-    return jax.grad(loss_of_probes)(zeros)
+    return probe_adjoints(model.loss, params, batch, {k: shapes[k] for k in model.adjoint_names})
 
 
 def _cell(text: str) -> str:
