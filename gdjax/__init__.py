@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from gdjax._naming import name
+from gdjax.naming import name
 
 # Eager: `gdjax.trace` is both a submodule and the function `gd.trace`; binding the
 # function here, after the submodule is loaded, keeps `gd.trace` the function.

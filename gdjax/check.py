@@ -7,7 +7,7 @@ random points around it:
 * every gradient leaf ``dL/dθ`` with ``jax.grad`` of the loss;
 * every named adjoint ``dL/du`` with autodiff's adjoint of the intermediate ``u``, obtained
   by adding a zero *probe* ``p`` to ``u`` in the forward pass (``gd.name(u, "u")`` does it,
-  see :mod:`gdjax._naming`) and differentiating with respect to the probe:
+  see :mod:`gdjax.naming`) and differentiating with respect to the probe:
   :math:`\partial L(u + p)/\partial p |_{p=0} = \partial L/\partial u`;
 * both with central finite differences,
 
@@ -38,10 +38,8 @@ differences; the comparisons are done afterwards in NumPy.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -50,18 +48,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gdjax import _naming
-from gdjax._naming import probing
-from gdjax._validate import check_finite, check_positive, check_same_structure
+from gdjax._validate import (
+    as_key,
+    check_finite,
+    check_int,
+    check_positive,
+    check_same_structure,
+)
 from gdjax.models._base import Backprop, Model
+from gdjax.naming import probing, recording
 
 __all__ = [
+    "ModelCheck",
     "Report",
     "Row",
     "check_backprop",
     "check_derivative",
-    "cli_check_derivative",
-    "cli_verify",
+    "verify_models",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -406,24 +409,12 @@ def _validate_point(params: Any, batch: Any) -> None:
 
 
 def _as_seed(key: Any) -> list[int]:
-    """The seed of the random points: a ``jax.random`` key's bits, or an int."""
-    if key is None:
-        return [0]
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return [int(key)]
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.size >= 2:
-        return np.asarray(key).ravel().tolist()
-    raise TypeError(f"`key` must be a jax.random key or an int seed, got {key!r}.")
+    """The seed of the host draw of random points: the bits of the key (or int seed)."""
+    return np.asarray(jax.random.key_data(as_key(key))).ravel().tolist()
 
 
 def _check_points(points: Any) -> int:
-    if isinstance(points, bool) or not isinstance(points, (int, np.integer)):
-        raise TypeError(f"`points` must be an int (how many points to check), got {points!r}.")
-    if points < 1:
-        raise ValueError(f"`points` must be at least 1 (the given point), got {points}.")
-    return int(points)
+    return check_int("points", points, what="an int (how many points to check)")
 
 
 # --------------------------------------------------------------------------- numerics
@@ -504,25 +495,8 @@ def _central_differences(
     return d1, jnp.abs(d1 - d2) + 4 * _EPS * (jnp.abs(up) + jnp.abs(down)) / h
 
 
-@contextlib.contextmanager
-def _recording(store: dict[str, list[jax.Array]]) -> Iterator[None]:
-    """Within this block, every ``gd.name(x, label)`` appends ``x`` to ``store[label]``."""
-    outer = _naming._TRACE_HOOK.get()
-
-    def hook(x: jax.Array, label: str) -> jax.Array:
-        store.setdefault(label, []).append(x)
-        return x if outer is None else outer(x, label)
-
-    token = _naming._TRACE_HOOK.set(hook)
-    try:
-        yield
-    finally:
-        _naming._TRACE_HOOK.reset(token)
-
-
 def _named_values(loss: Callable, params: Any, batch: Any) -> dict[str, list[jax.Array]]:
-    store: dict[str, list[jax.Array]] = {}
-    with _recording(store):
+    with recording() as store:
         loss(params, batch)
     return store
 
@@ -803,7 +777,7 @@ def check_backprop(
     batch: Any = None,
     *,
     points: int = 100,
-    key: jax.Array | int | None = None,
+    key: jax.Array | int = 0,
     rtol: float = 1e-7,
     atol: float = 1e-12,
     fd_rtol: float = 1e-6,
@@ -944,77 +918,38 @@ def _as_points(points: Any) -> np.ndarray:
     return xs
 
 
-# --------------------------------------------------------------------------- the CLI
+class ModelCheck(NamedTuple):
+    """One registry model's check by :func:`verify_models`."""
+
+    model: Model
+    report: Report | None  # None when the check itself raised
+    error: str  # "" unless the check raised: "TypeError: ..."
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None and self.report.ok
 
 
-def cli_verify(args: Any) -> int:
-    """``gdjax verify [--json] [--points N] [--seed S] [MODEL ...]``: 0 when all pass, else 1."""
+def verify_models(
+    ids: Sequence[str] | None = None, *, points: int = 100, key: Any = 0
+) -> Iterator[ModelCheck]:
+    """:func:`check_backprop` on each registry model (default: all), one at a time.
+
+    The arguments are checked before the first model runs, so a bad one is an error of
+    the call, never a failed model. Model ``i`` draws its points from ``fold_in(key, i)``.
+    A model whose check raises is yielded as failed with the error, and the others still run.
+    """
     from gdjax import models
 
-    points = _check_points(args.points)
-    chosen = [models.get(m) for m in args.models] if args.models else list(models.REGISTRY.values())
-    if not chosen:
-        raise ValueError("no models are registered yet.")
-    results: list[dict[str, Any]] = []
-    texts: list[str] = []
-    failed: list[str] = []
-    for model in chosen:
+    points = _check_points(points)
+    base = as_key(key)
+    chosen = [models.get(m) for m in ids] if ids else list(models.REGISTRY.values())
+    for i, model in enumerate(chosen):
+        t0 = time.perf_counter()
         try:
-            report = check_backprop(model, points=points, key=args.seed)
-        except Exception as err:  # a broken model is a failure of that model, not of verify
-            failed.append(model.id)
-            message = f"{type(err).__name__}: {err}"
-            texts.append(f"{model.id}: {model.title}\nFAIL {model.id}: the check raised {message}")
-            results.append(
-                {"subject": model.id, "title": model.title, "ok": False, "error": message}
-            )
-            continue
-        if not report.ok:
-            failed.append(model.id)
-        texts.append(report.table())
-        results.append(report.to_dict())
-    if args.json:
-        print(json.dumps({"ok": not failed, "failed": failed, "models": results}, indent=2))
-    else:
-        print("\n\n".join(texts))
-        verdict = f"FAILED: {', '.join(failed)}" if failed else "all ok"
-        print(f"\nverify: {len(chosen)} model(s), {verdict}")
-    return 1 if failed else 0
-
-
-def cli_check_derivative(args: Any) -> int:
-    """``gdjax check-derivative --f EXPR --df EXPR``: 0 right, 1 wrong, 2 unusable input.
-
-    The formulas are parsed by :func:`gdjax._expr.parse` (a whitelist, never ``eval``); a
-    formula outside it raises ``ExprError`` (a ``ValueError``), which the CLI turns into
-    exit status 2.
-    """
-    points = None if args.points is None else _parse_points(args.points)
-    report = check_derivative(args.f, args.df, points, rtol=args.rtol, atol=args.atol, var=args.var)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
-    if not report.ok and args.trace:
-        from gdjax._expr import parse
-
-        first = report.rows[0].failing_points[0]
-        text = _trace_table(parse(args.f, args.var), report.xs[first], args.var)
-        print(text, file=sys.stderr if args.json else sys.stdout)  # keep --json output JSON
-    return 0 if report.ok else 1
-
-
-def _parse_points(text: str) -> list[float]:
-    try:
-        return [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(
-            f"--points must be comma-separated numbers such as '-1,0.5,2', got {text!r}."
-        ) from None
-
-
-def _trace_table(f: Callable, x: float, var: str) -> str:
-    try:
-        from gdjax.trace import trace
-    except ImportError:
-        return "(--trace: the graph explainer gdjax.trace is not available in this installation)"
-    with jax.enable_x64(True):
-        graph = trace(f, jnp.float64(x))
-        return f"\nThe graph of f at {var} = {x:g}:\n{graph.table()}"
+            report = check_backprop(model, points=points, key=jax.random.fold_in(base, i))
+            error = ""
+        except Exception as err:  # a broken model is a failure of that model, not of the call
+            report, error = None, f"{type(err).__name__}: {err}"
+        yield ModelCheck(model, report, error, time.perf_counter() - t0)

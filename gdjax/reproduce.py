@@ -249,9 +249,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def autodiff_adjoints(model: Any, params: Any, batch: Any) -> dict[str, Any]:
     """Autodiff's ``dL/du`` for every intermediate ``u`` the model names, through zero
-    probes (:func:`gdjax._naming.probe_adjoints`), independently of its hand-written
+    probes (:func:`gdjax.naming.probe_adjoints`), independently of its hand-written
     backprop (which is used only for the intermediates' shapes)."""
-    from gdjax._naming import probe_adjoints
+    from gdjax.naming import probe_adjoints
 
     shapes = model.backprop(params, batch).adjoints
     return probe_adjoints(model.loss, params, batch, {k: shapes[k] for k in model.adjoint_names})

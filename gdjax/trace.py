@@ -56,7 +56,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive
 from jax.interpreters import ad, batching, mlir
 
-from gdjax import _naming
+from gdjax import naming
 
 __all__ = ["Edge", "Graph", "Node", "cli_trace", "name_p", "trace"]
 
@@ -704,13 +704,11 @@ def trace(
         out_tree.append(tree)
         return outs
 
-    token = _naming._TRACE_HOOK.set(_mark)
     try:
-        closed = jax.make_jaxpr(flat_fun)(*leaves)
+        with naming.hooked(_mark):
+            closed = jax.make_jaxpr(flat_fun)(*leaves)
     except jax.errors.JAXTypeError as err:
         raise _traceable_error(f, err) from err
-    finally:
-        _naming._TRACE_HOOK.reset(token)
 
     b = _Builder()
     in_ids = [

@@ -30,7 +30,7 @@ def autodiff_adjoints(model, params, batch, shapes):
     """
     import jax.numpy as jnp
 
-    from gdjax._naming import probe_adjoints
+    from gdjax.naming import probe_adjoints
 
     dtype = jax.tree.leaves(params)[0].dtype
     like = {k: jnp.zeros(s, dtype) for k, s in shapes.items()}

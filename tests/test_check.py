@@ -313,7 +313,7 @@ def test_nan_in_the_batch(mlp_point):
     [
         ({"model_or_functions": 42}, TypeError, "registry id"),
         ({"model_or_functions": (jnp.sum, 3)}, TypeError, "registry id"),
-        ({"points": 0}, ValueError, "at least 1"),
+        ({"points": 0}, ValueError, ">= 1"),
         ({"points": 2.5}, TypeError, "`points` must be an int"),
         ({"key": "seed"}, TypeError, "`key`"),
         ({"rtol": -1.0}, ValueError, "`rtol`"),

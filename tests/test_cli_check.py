@@ -65,7 +65,7 @@ def test_verify_unknown_model_exits_2(capsys):
 
 def test_verify_bad_points_exits_2(capsys):
     assert main(["verify", "G1", "--points", "0"]) == 2
-    assert "`points` must be at least 1" in capsys.readouterr().err
+    assert "`points` must be an int (how many points to check) >= 1" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- check-derivative

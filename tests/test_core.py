@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax._naming import probing
+from gdjax.naming import probing
 from gdjax._validate import check_finite, check_in_range, check_positive, check_same_structure
 from gdjax.losses import bce_with_logits, half_squared_error, mean_squared_error, squared_error
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax import _naming, cli
+from gdjax import cli, naming
 from gdjax.trace import Graph, name_p, trace
 from tests.helpers import assert_tree_allclose
 
@@ -229,21 +229,21 @@ def test_names_survive_vmap_grad_and_nested_jit():
     assert [n.name for n in graph.nodes if n.name.startswith("s")][:3] == ["sin1", "s", "sin2"]
     assert "s#3" in graph  # the copy inside jit is inlined, name kept
     np.testing.assert_allclose(graph.grads(), jax.grad(f)(x), rtol=1e-6)
-    assert _naming._TRACE_HOOK.get() is None  # the hook is gone after tracing
+    assert naming.active_hooks() == ()  # the hook is gone after tracing
 
 
 def test_trace_agrees_with_the_probe_adjoints():
     params = {"a": 0.3, "b": -1.2, "c": 2.5}
 
     def probed(probes):
-        with _naming.probing(probes):
+        with naming.probing(probes):
             return G1.loss(params)
 
     probe_adj = jax.grad(probed)({"u": 0.0, "v": 0.0})
     graph = trace(G1.loss, params)
     for label in ("u", "v"):
         np.testing.assert_allclose(graph[label].adjoint, probe_adj[label], rtol=1e-6)
-    with _naming.probing({"u": jnp.float32(0.0)}):  # probes and the trace together
+    with naming.probing({"u": jnp.float32(0.0)}):  # probes and the trace together
         np.testing.assert_allclose(trace(G1.loss, params)["a"].adjoint, 3.0)
 
 
@@ -460,7 +460,7 @@ def test_untraceable_function_is_a_clear_error():
         trace(branchy, 1.0)
     with pytest.raises(TypeError, match="cannot be traced"):
         trace(lambda x: float(x) * 2.0, 1.0)
-    assert _naming._TRACE_HOOK.get() is None
+    assert naming.active_hooks() == ()
     with pytest.raises(TypeError, match="callable"):
         trace("not a function", 1.0)
     with pytest.raises(TypeError, match="`mode` is a str"):

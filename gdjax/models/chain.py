@@ -43,9 +43,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gdjax._naming import name
 from gdjax.losses import squared_error
 from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
+from gdjax.naming import name
 
 __all__ = ["C1", "C2", "MODELS", "make_c1"]
 

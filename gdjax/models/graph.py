@@ -20,8 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gdjax._naming import name
 from gdjax.models._base import Backprop, Model, check_layout
+from gdjax.naming import name
 
 _SPEC = {"a": (), "b": (), "c": ()}
 

@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._naming import name
 from gdjax._validate import check_shape, is_concrete
 from gdjax.losses import bce_with_logits, sigmoid
 from gdjax.models._base import Backprop, Model, check_layout, uniform_fan_in, unpack_xy
+from gdjax.naming import name
 
 __all__ = ["G2", "G3", "MODELS"]
 

@@ -46,10 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._naming import name
 from gdjax._validate import check_finite, check_shape
 from gdjax.losses import half_squared_error, sigmoid, squared_error
 from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
+from gdjax.naming import name
 
 __all__ = ["ACTIVATIONS", "D1", "LOSSES", "MODELS", "check_params", "layer_grad_norms", "make"]
 

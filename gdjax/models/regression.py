@@ -43,10 +43,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gdjax._naming import name
 from gdjax._validate import check_shape
 from gdjax.losses import mean_squared_error, sigmoid
 from gdjax.models._base import Backprop, Model, check_layout, uniform_fan_in, unpack_xy
+from gdjax.naming import name
 
 __all__ = ["MODELS", "R1", "R2", "R3", "R4", "uniform_fan_in", "unpack_xy"]
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gdjax._naming import name
 from gdjax.models._base import Backprop, Model, check_layout
+from gdjax.naming import name
 
 __all__ = ["MODELS", "S1", "derivative", "function", "printed_derivative"]
 

@@ -9,14 +9,21 @@ exactly as optax does it, so the two agree bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._validate import check_in_range, check_positive, check_same_structure
+from gdjax._validate import (
+    UsageError,
+    check_in_range,
+    check_int,
+    check_positive,
+    check_same_structure,
+    check_scalar,
+)
 
 Scalar: TypeAlias = float | jax.Array
 """A hyperparameter: a Python number or a JAX scalar (concrete or traced)."""
@@ -79,24 +86,6 @@ def map_leaves(f: Callable[..., tuple], n_out: int, tree: Any, *rest: Any) -> tu
 # it costs nothing at run time; traced values pass through untouched.
 
 
-def check_scalar(arg: str, value: Any) -> None:
-    """Raise unless ``value`` is a real scalar (a Python number or a 0-d array/tracer)."""
-    if isinstance(value, bool | np.bool_) or isinstance(value, str):
-        raise TypeError(f"`{arg}` must be a number, got {value!r}.")
-    try:
-        dtype = jnp.result_type(value)
-    except TypeError:
-        raise TypeError(f"`{arg}` must be a number or a JAX scalar, got {value!r}.") from None
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-        raise TypeError(f"`{arg}` must be a real number, got dtype {dtype}.")
-    if np.ndim(value) != 0:
-        raise ValueError(
-            f"`{arg}` must be a scalar, got an array of shape {np.shape(value)}. To sweep "
-            f"over several values, build the optimizer inside the function you jax.vmap, "
-            f"e.g. jax.vmap(lambda lr: run(gd.optim.adam(lr)))(learning_rates)."
-        )
-
-
 def check_learning_rate(arg: str, value: Any) -> None:
     """A positive number (when concrete), or a schedule."""
     if callable(value):
@@ -124,36 +113,21 @@ def check_beta(arg: str, value: Any) -> None:
     check_in_range(arg, value, 0.0, 1.0)
 
 
-def check_bool(arg: str, value: Any) -> None:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"`{arg}` must be True or False, got {value!r}.")
-
-
-def check_choice(arg: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        options = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{arg}` must be one of {options}; got {value!r}.")
-
-
 def check_steps(arg: str, value: Any, *, allow_zero: bool = False) -> None:
     """A whole number of steps (positive, or non-negative with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"`{arg}` must be a whole number of steps (an int), got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        need = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{arg}` must be {need} number of steps, got {value}.")
+    check_int(arg, value, minimum=0 if allow_zero else 1, what="a whole number of steps")
 
 
 def check_state(state: Any, expected: type, owner: str) -> None:
     """Raise unless ``state`` is the state that ``owner``'s ``init`` returns."""
     if state is None:
-        raise TypeError(
+        raise UsageError(
             f"`state` is None: {owner}.update was called before init. Call "
             f"`state = opt.init(params)` once and pass that state to "
             f"`opt.update(grads, state, params)`."
         )
     if not isinstance(state, expected):
-        raise TypeError(
+        raise UsageError(
             f"`state` is a {type(state).__name__}, but {owner} expects the {expected.__name__} "
             f"that its init returns. Pass the state made by this optimizer's "
             f"`init(params)`; states of different optimizers are not interchangeable."

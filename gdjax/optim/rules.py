@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import optax
 
-from gdjax.optim._util import Scalar, ScalarOrSchedule, check_bool, check_choice
+from gdjax._validate import check_bool, check_choice
+from gdjax.optim._util import Scalar, ScalarOrSchedule
 from gdjax.optim.transforms import (
     MomentumStyle,
     add_decayed_weights,

@@ -13,15 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gdjax.optim._util import (
-    Scalar,
-    Schedule,
-    as_float,
-    check_bool,
-    check_nonnegative,
-    check_scalar,
-    check_steps,
-)
+from gdjax._validate import check_bool, check_scalar
+from gdjax.optim._util import Scalar, Schedule, as_float, check_nonnegative, check_steps
 
 __all__ = ["constant", "cosine_decay", "exponential_decay", "linear_warmup", "piecewise_constant"]
 

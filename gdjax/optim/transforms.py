@@ -23,13 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdjax._validate import check_bool, check_choice
 from gdjax.optim._util import (
     Scalar,
     ScalarOrSchedule,
     cast,
     check_beta,
-    check_bool,
-    check_choice,
     check_eps,
     check_grads,
     check_learning_rate,
