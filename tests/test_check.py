@@ -20,7 +20,7 @@ from gdjax.check import Report, Row, check_backprop, check_derivative
 from gdjax.models import graph, scalar
 
 G1 = graph.G1
-SYM = G1.extras.get("loss_symbol", "L")  # G1's loss is J in the document
+SYM = G1.loss_symbol  # G1's loss is J in the document
 
 
 def _g1_backprop(bug: str | None):
@@ -37,8 +37,9 @@ def _g1_backprop(bug: str | None):
     return backprop
 
 
-def _planted(bug: str, **extras) -> gd.Model:
-    return dataclasses.replace(G1, backprop=_g1_backprop(bug), extras=extras)
+def _planted(bug: str, **fields) -> gd.Model:
+    """G1 with a planted bug; its rows say dL/d... unless ``loss_symbol`` is given."""
+    return dataclasses.replace(G1, backprop=_g1_backprop(bug), **{"loss_symbol": "L", **fields})
 
 
 # --------------------------------------------------------------------------- registry models
@@ -93,13 +94,14 @@ def test_given_params_are_checked_at_point_zero():
 def test_s1_model_and_both_leaf_name_plugins():
     report = check_backprop("S1", points=30)
     assert report.ok
-    # extras["leaf_names"]: a sequence of names, or a to_named(tree) -> dict function
+    # Model.leaf_names: a sequence of names, or a to_named(tree) -> dict function
     named = check_backprop(
-        dataclasses.replace(G1, extras={"leaf_names": ("alpha", "beta", "gamma")}), points=3
+        dataclasses.replace(G1, leaf_names=("alpha", "beta", "gamma")), points=3
     )
-    assert [r.name for r in named.rows[1:4]] == ["dL/dalpha", "dL/dbeta", "dL/dgamma"]
-    to_named = {"leaf_names": lambda t: {"w1": t["c"], "w2": t["a"]}}
-    named = check_backprop(_planted("grad", **to_named), points=3)
+    assert [r.name for r in named.rows[1:4]] == ["dJ/dalpha", "dJ/dbeta", "dJ/dgamma"]
+    named = check_backprop(
+        _planted("grad", leaf_names=lambda t: {"w1": t["c"], "w2": t["a"]}), points=3
+    )
     assert [r.name for r in named.rows if r.kind == "grad"] == ["dL/dw1", "dL/dw2"]
     assert named.ok  # b, the leaf with the bug, is not one of the named ones
 

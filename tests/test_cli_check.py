@@ -50,7 +50,7 @@ def test_verify_exits_1_and_names_the_failing_leaf(capsys, monkeypatch):
         bp = graph.backprop(params, batch)
         return bp._replace(grads={**bp.grads, "c": 2 * bp.grads["c"]})
 
-    bad = dataclasses.replace(graph.G1, id="XG1", backprop=wrong, extras={"loss_symbol": "J"})
+    bad = dataclasses.replace(graph.G1, id="XG1", backprop=wrong)
     monkeypatch.setitem(REGISTRY, "XG1", bad)
     assert main(["verify", "G1", "XG1", "--points", "4"]) == 1
     out = capsys.readouterr().out

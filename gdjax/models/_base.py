@@ -58,6 +58,13 @@ class Model:
       init, loss, backprop, example, predict: the protocol above.
       adjoint_names: the intermediates whose adjoints ``backprop`` reports.
       doc: the docs page with its equations.
+      loss_symbol: the loss's letter in the document (``"J"`` for G1, ``"f"`` for S1), so
+        the checker's rows read ``dJ/db``.
+      leaf_names: names for the params leaves in the checker's rows: a sequence, one per
+        leaf in pytree order, or a traceable ``to_named(tree) -> {name: array}`` (N1's
+        ``w1 … w10``); None names a leaf by its path (``W1``, ``layers[1].W``).
+      extras: what else a model carries for its experiments and tests (N1's learning
+        rate, S1's printed derivative); nothing in the library reads it.
     """
 
     id: str
@@ -70,6 +77,8 @@ class Model:
     predict: Callable[..., jax.Array] | None = None
     adjoint_names: tuple[str, ...] = ()
     doc: str = ""
+    loss_symbol: str = "L"
+    leaf_names: Sequence[str] | Callable[[Params], Mapping[str, jax.Array]] | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:

@@ -183,7 +183,8 @@ def make_c1(
         predict=predict,
         adjoint_names=("f", "g", "h"),
         doc="docs/models/C1.md",
-        extras={"loss_symbol": "Loss", **fns},
+        loss_symbol="Loss",
+        extras=fns,
     )
 
 

@@ -71,7 +71,7 @@ G1 = Model(
     example=example,
     adjoint_names=("u", "v"),
     doc="docs/models/G1.md",
-    extras={"loss_symbol": "J"},
+    loss_symbol="J",
 )
 
 MODELS = (G1,)

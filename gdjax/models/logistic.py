@@ -208,7 +208,7 @@ G3 = Model(
     predict=g3_predict,
     adjoint_names=("z",),
     doc="docs/models/G3.md",
-    extras={"loss_symbol": "J"},
+    loss_symbol="J",
 )
 
 MODELS = (G2, G3)

@@ -216,12 +216,12 @@ _NETWORK = mlp.make(
 N1: Model = dataclasses.replace(
     _NETWORK,
     example=example,
+    leaf_names=to_named,  # the checker reports dL/dw1 ... dL/dw10
     extras={
         **_NETWORK.extras,
         "learning_rate": 0.5,  # the article's own numbers
         "predicted_output": 0.85049311458,
         "to_named": to_named,  # params or grads -> {"w1": ..., "b3_out": ...}
-        "leaf_names": to_named,  # the checker reports dL/dw1 ... dL/dw10
         "named_adjoints": named_adjoints,  # {"z3": ...} -> {"z3_out": ..., "a2_h1": ...}
     },
 )

@@ -113,8 +113,8 @@ S1 = Model(
     example=example,
     adjoint_names=("a", "b", "c", "d", "e"),
     doc="docs/models/S1.md",
+    loss_symbol="f",
     extras={
-        "loss_symbol": "f",
         "function": function,
         "derivative": derivative,
         "printed_derivative": printed_derivative,
