@@ -15,10 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from gdjax.naming import name
 
-# Eager: `gdjax.trace` is both a submodule and the function `gd.trace`; binding the
-# function here, after the submodule is loaded, keeps `gd.trace` the function.
-from gdjax.trace import Graph, trace
-
 __version__ = "0.1.0"
 
 # public name -> (module, attribute or None for the module itself)
@@ -31,6 +27,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "checkpoint": ("gdjax.checkpoint", None),
     "train": ("gdjax.train", None),
     "blocked": ("gdjax.blocked", None),
+    "graph": ("gdjax.graph", None),
     "Backprop": ("gdjax.models._base", "Backprop"),
     "Model": ("gdjax.models._base", "Model"),
     "check_backprop": ("gdjax.check", "check_backprop"),
@@ -40,9 +37,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "sweep": ("gdjax.train", "sweep"),
     "FitResult": ("gdjax.train", "FitResult"),
     "SweepResult": ("gdjax.train", "SweepResult"),
+    "trace": ("gdjax.graph", "trace"),
+    "Graph": ("gdjax.graph", "Graph"),
 }
 
-__all__ = ["Graph", "__version__", "name", "trace", *_LAZY]
+__all__ = ["__version__", "name", *_LAZY]
 
 
 def __getattr__(attr: str) -> Any:
@@ -60,7 +59,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the lazy names
-    from gdjax import blocked, checkpoint, data, losses, models, optim, plot, train
+    from gdjax import blocked, checkpoint, data, graph, losses, models, optim, plot, train
     from gdjax.check import Report, check_backprop, check_derivative
+    from gdjax.graph import Graph, trace
     from gdjax.models._base import Backprop, Model
     from gdjax.train import FitResult, SweepResult, fit, sweep
