@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gdjax as gd
-from gdjax.reproduce import Run, at_most, close, experiment_parser, holds, markdown_table
+
+from _harness import Run, at_most, close, experiment_parser, holds, markdown_table
 
 NAME = "lr_sweep"
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

@@ -31,7 +31,8 @@ import numpy as np
 import optax
 
 import gdjax as gd
-from gdjax.reproduce import (
+
+from _harness import (
     Run,
     at_most,
     close,

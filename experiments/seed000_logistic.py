@@ -24,7 +24,8 @@ import numpy as np
 import optax
 
 import gdjax as gd
-from gdjax.reproduce import (
+
+from _harness import (
     Run,
     autodiff_adjoints,
     close,

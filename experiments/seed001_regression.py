@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gdjax as gd
-from gdjax.reproduce import Run, at_most, close, experiment_parser, markdown_table
+
+from _harness import Run, at_most, close, experiment_parser, markdown_table
 
 NAME = "seed001_regression"
 START = {"w": 4.5, "b": 4.0}  # R1's common starting point for the landscape

@@ -27,7 +27,8 @@ import numpy as np
 
 import gdjax as gd
 from gdjax.models import network
-from gdjax.reproduce import Run, close, experiment_parser, holds, markdown_table
+
+from _harness import Run, close, experiment_parser, holds, markdown_table
 
 NAME = "seed002_network"
 ALPHA = 0.5  # the article's learning rate

@@ -26,7 +26,8 @@ import numpy as np
 
 import gdjax as gd
 from gdjax.models import mlp, scalar
-from gdjax.reproduce import Run, close, experiment_parser, holds, markdown_table
+
+from _harness import Run, close, experiment_parser, holds, markdown_table
 
 NAME = "seed003_deep"
 ACTIVATIONS = ("sigmoid", "tanh", "relu")

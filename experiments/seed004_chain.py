@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gdjax as gd
-from gdjax.reproduce import Run, autodiff_adjoints, close, experiment_parser, holds, markdown_table
+
+from _harness import Run, autodiff_adjoints, close, experiment_parser, holds, markdown_table
 
 NAME = "seed004_chain"
 TRUTH = {"a": 0.8, "b": -0.5, "c": 1.5}

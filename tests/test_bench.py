@@ -183,3 +183,50 @@ def test_only_rejects_unknown_sections(capsys):
 
     assert main(["bench", "--only", "pass,speed"]) == 2
     assert "fit,sweep,pass,backprop" in capsys.readouterr().err
+
+
+def test_bench_json_folder_is_checked_before_running(tmp_path, capsys):
+    import time
+
+    from gdjax.cli import main
+
+    t0 = time.perf_counter()
+    assert main(["bench", "--json", str(tmp_path / "no_such_dir" / "x.json")]) == 2
+    assert time.perf_counter() - t0 < 5.0  # refused before any section ran
+    captured = capsys.readouterr()
+    assert "--json" in captured.err and "does not exist" in captured.err
+    assert "bench fit" not in captured.err and "Traceback" not in captured.err
+    assert main(["bench", "--json", str(tmp_path)]) == 2  # a folder, not a file
+    assert "--json" in capsys.readouterr().err
+
+
+def test_bench_from_an_installed_wheel_is_refused(tmp_path, monkeypatch, capsys):
+    """Without benchmarks/ beside the package the command says what it needs."""
+    import gdjax
+    from gdjax.cli import main
+
+    (tmp_path / "gdjax").mkdir()
+    monkeypatch.setattr(gdjax, "__file__", str(tmp_path / "gdjax" / "__init__.py"))
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a source checkout of gdjax" in err and "benchmarks/" in err
+
+
+def test_benchmark_helpers_and_import_changes_no_jax_setting():
+    before = jax.config.jax_num_cpu_devices
+    import benchmarks
+    from benchmarks._timing import Row, time_side_by_side
+
+    assert jax.config.jax_num_cpu_devices == before  # only the benchmark's entry sets it
+    assert set(benchmarks.SECTIONS) == {"fit", "sweep", "pass", "backprop"}
+    assert set(benchmarks.QUICK) == set(benchmarks.SECTIONS)
+    assert benchmarks.parse_only(" pass, backprop ") == ["pass", "backprop"]
+    for bad in (",", "", "speed"):
+        with pytest.raises(ValueError, match="fit,sweep,pass,backprop"):
+            benchmarks.parse_only(bad)
+    times = time_side_by_side({"a": lambda: 1, "b": lambda: 2}, repeats=3, number=2)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    row = Row("pass", "x", "c", "b", 1.2, 1.0, "call", 1.2, goal="<= 1.3")
+    assert row.met and row.to_dict()["met"] is True
+    assert Row("fit", "x", "c", "b", 1.0, 50.0, "step", 50.0, goal=">= 100").met is False
+    assert Row("fit", "x", "c", "b", 1.0, 1.0, "step", 1.0).met is None

@@ -18,7 +18,8 @@ import pytest
 
 import gdjax as gd
 from gdjax.cli import main as cli
-from gdjax.reproduce import list_experiments, load_experiment
+
+from _harness import list_experiments, load_experiment
 
 SEEDS = ("seed000_logistic", "seed001_regression", "seed004_chain")
 
@@ -304,11 +305,30 @@ def test_unknown_experiment_is_a_clear_error(command, tmp_path, capsys):
     assert "no_such_experiment" in err and "seed004_chain" in err  # names the known ones
 
 
+@pytest.mark.parametrize("only", [",", "", " , "])
+def test_reproduce_only_naming_nothing_is_a_usage_error(only, tmp_path, capsys):
+    assert cli(["reproduce", "--only", only, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "--only names no experiment; known:" in err and "seed004_chain" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_reproduce_out_is_checked_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out in (a_file, a_file / "runs"):
+        assert cli(["reproduce", "--fast", "--only", "seed004_chain", "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert "--out" in captured.err and "Traceback" not in captured.err
+        assert "verify" not in captured.out  # refused before the models were checked
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def test_checks_and_markdown_tables(tmp_path):
-    from gdjax.reproduce import Run, at_most, close, experiment_parser, holds, markdown_table
+    from _harness import Run, at_most, close, experiment_parser, holds, markdown_table
 
     assert close("x", 1.00005, 1.0, atol=1e-4).ok
     assert not close("x", 1.001, 1.0, rtol=1e-4).ok

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from gdjax.models import network
-from gdjax.reproduce import load_experiment
+
+from _harness import load_experiment
 
 ARTICLE_OUTPUT = 0.85049311458  # seed 002's predicted output, the one number it kept
 

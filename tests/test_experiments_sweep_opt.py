@@ -18,7 +18,8 @@ import optax
 import pytest
 
 import gdjax as gd
-from gdjax.reproduce import load_experiment
+
+from _harness import load_experiment
 
 
 def _standardized(x: np.ndarray) -> np.ndarray:

@@ -1,10 +1,12 @@
-"""``gdjax bench``: the benchmark, ratios against the expert's own code side by side."""
+"""``gdjax bench``: the benchmark of a source checkout (``benchmarks/``), ratios side by side."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-HELP = "benchmark fit, sweep and backprop; ratios side by side"
+HELP = "benchmark fit, sweep and backprop; ratios side by side (from a source checkout)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,6 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gdjax.bench import cli_bench
+    """Print the table (and write the JSON); 0 once it has run, whatever the ratios."""
+    from gdjax.cli._checkout import benchmarks, writable_file
 
-    return cli_bench(args)
+    json_path = None if args.json is None else writable_file("--json", args.json)
+    bench = benchmarks("bench")
+    only = bench.parse_only(args.only)
+    bench.one_cpu_device_per_core()
+    result = bench.run(only, quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(bench.format_table(result))
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+            fh.write("\n")
+    return 0

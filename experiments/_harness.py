@@ -1,29 +1,27 @@
-"""``gdjax reproduce`` and ``gdjax train``: run the experiments of ``experiments/``.
-
-``gdjax reproduce`` first checks every registry model's hand-written backprop
-(:func:`gdjax.check_backprop`, one line per model), then runs every experiment script,
-with a progress bar, and ends with a table: experiment, key figure, independent
-reference, status, seconds. It exits with 1 if any check fails.
+"""What the experiment scripts of ``experiments/`` share: the checks, the run folder, the
+references, and finding the scripts (``gdjax train`` / ``gdjax reproduce`` use it).
 
 Each experiment is a plain script ``experiments/<name>.py`` with ``main(argv) -> dict``
 that writes ``runs/<name>/metrics.json``, its PNG plots and a ``summary.md``. Scripts build
-on the helpers here::
+on the helpers here (``experiments/`` is on ``sys.path`` when a script runs, whether as
+``python experiments/<name>.py`` or through ``gdjax train``)::
+
+    from _harness import Run, close, experiment_parser
 
     args = experiment_parser(NAME, __doc__).parse_args(argv)
     run = Run(args, NAME, __doc__)
     ...
     return run.finish(checks=[close("final loss", loss, ref, atol=1e-4)], metrics={...})
 
-The scripts live next to the package in a source checkout (``experiments/`` beside
-``gdjax/``); they are not part of an installed wheel.
+The scripts live in a source checkout, beside ``gdjax/``; they are not part of an
+installed wheel.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import ast
 import importlib.util
-import io
 import json
 import math
 import sys
@@ -37,12 +35,12 @@ import numpy as np
 
 __all__ = [
     "Check",
+    "ResultRow",
     "Run",
     "at_most",
     "autodiff_adjoints",
-    "cli_reproduce",
-    "cli_train",
     "close",
+    "describe",
     "experiment_parser",
     "experiments_dir",
     "holds",
@@ -51,6 +49,8 @@ __all__ = [
     "logistic_lbfgs",
     "logistic_objective",
     "markdown_table",
+    "result_row",
+    "results_table",
     "to_jsonable",
 ]
 
@@ -277,17 +277,8 @@ def _fmt(v: Any) -> str:
 
 
 def experiments_dir() -> Path:
-    """``experiments/`` next to the ``gdjax`` package (a source checkout)."""
-    import gdjax
-
-    path = Path(gdjax.__file__).resolve().parent.parent / "experiments"
-    if not path.is_dir():
-        raise ValueError(
-            f"the experiment scripts were not found at {path}. They ship with the source, "
-            "not with an installed wheel: clone the repository and install it with "
-            "`pip install -e '.[all]'`, then run gdjax from the checkout."
-        )
-    return path
+    """The folder of the experiment scripts (this file's folder)."""
+    return Path(__file__).resolve().parent
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -301,12 +292,20 @@ def list_experiments() -> list[str]:
 
 
 def load_experiment(name: str) -> ModuleType:
-    """Import ``experiments/<name>.py`` as a module (it must define ``main``)."""
+    """Import ``experiments/<name>.py`` afresh as a module (it must define ``main``).
+
+    The script imports this module as ``_harness``: its folder goes on ``sys.path`` (as
+    ``python experiments/<name>.py`` does), and this module is registered under that name.
+    """
     known = list_experiments()
     if name not in known:
         raise ValueError(f"unknown experiment {name!r}. Known: {', '.join(known)}.")
+    folder = str(experiments_dir())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules.setdefault("_harness", sys.modules[__name__])
     path = experiments_dir() / f"{name}.py"
-    module_name = f"gdjax_experiments.{name}"
+    module_name = f"_experiments.{name}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None  # a .py file always has a loader
     module = importlib.util.module_from_spec(spec)
@@ -317,137 +316,56 @@ def load_experiment(name: str) -> ModuleType:
     return module
 
 
-def _description(name: str) -> str:
-    path = experiments_dir() / f"{name}.py"
-    text = path.read_text()
+def describe(name: str) -> str:
+    """The first line of ``experiments/<name>.py``'s docstring ("" if it has none)."""
     try:
-        import ast
-
-        doc = ast.get_docstring(ast.parse(text)) or ""
+        doc = ast.get_docstring(ast.parse((experiments_dir() / f"{name}.py").read_text())) or ""
     except SyntaxError:
         doc = ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-# ----------------------------------------------------------------------------- commands
+# ----------------------------------------------------------------------------- results
 
 
-def cli_train(args: argparse.Namespace) -> int:
-    """``gdjax train [EXPERIMENT [flags]]``: run one experiment, or list them."""
-    if args.experiment is None:
-        print("Experiments (run one with `gdjax train NAME [--fast] [--seed N] [--out DIR]`):")
-        for name in list_experiments():
-            print(f"  {name:<20} {_description(name)}")
-        return 0
-    module = load_experiment(args.experiment)
-    metrics = module.main(list(args.args))
-    out = Path(metrics.get("out_dir", ""))
-    status = "all checks pass" if metrics["ok"] else "SOME CHECKS FAIL"
-    print(f"\n{args.experiment}: {status} ({metrics['seconds']:.1f} s). Results in {out}/")
-    return 0 if metrics["ok"] else 1
+class ResultRow(NamedTuple):
+    """One line of ``gdjax reproduce``'s closing table."""
 
-
-def _verify(fast: bool) -> tuple[bool, list[str]]:
-    """``gd.check_backprop`` on every registry model: (all ok, one line per model)."""
-    import jax
-
-    import gdjax as gd
-
-    lines, ok = [], True
-    for i, (model_id, model) in enumerate(gd.models.REGISTRY.items()):
-        t0 = time.perf_counter()
-        try:
-            report = gd.check_backprop(model, points=10 if fast else 100, key=jax.random.key(i))
-            good, detail = bool(report.ok), ""
-        except Exception as err:  # a crash is a failed check, reported, not fatal
-            good, detail = False, f"  ({type(err).__name__}: {err})"
-        ok &= good
-        status = "ok  " if good else "FAIL"
-        dt = time.perf_counter() - t0
-        lines.append(f"  {status} {model_id:<3} {model.title:<52} {dt:5.1f} s{detail}")
-    return ok, lines
-
-
-class _Row(NamedTuple):
     name: str
     key: str
     reference: str
-    status: str
+    status: str  # "PASS", "FAIL" or "ERROR"
     seconds: float
 
 
-def _row(name: str, metrics: dict[str, Any] | None, error: str, seconds: float) -> _Row:
+def result_row(
+    name: str, metrics: Mapping[str, Any] | None, error: str, seconds: float
+) -> ResultRow:
+    """The table line of one experiment: its first check is the key figure; ``metrics``
+    is ``None`` when the script raised ``error``."""
     if metrics is None:
-        return _Row(name, error, "–", "ERROR", seconds)
+        return ResultRow(name, error, "–", "ERROR", seconds)
+    status = "PASS" if metrics["ok"] else "FAIL"
     first = metrics["checks"][0] if metrics["checks"] else None
     if first is None:
-        return _Row(name, "–", "–", "PASS" if metrics["ok"] else "FAIL", seconds)
+        return ResultRow(name, "–", "–", status, seconds)
     ref = first["reference"]
     ref_text = ref if isinstance(ref, str) else _fmt(ref)
-    return _Row(
+    return ResultRow(
         name,
         f"{first['name']} = {_fmt(first['value'])}",
         f"{ref_text} ({first['criterion']})",
-        "PASS" if metrics["ok"] else "FAIL",
+        status,
         seconds,
     )
 
 
-def _table(rows: Sequence[_Row]) -> str:
-    head = _Row("experiment", "key figure", "reference", "status", 0.0)
+def results_table(rows: Sequence[ResultRow]) -> str:
+    """The rows as a fixed-width table: experiment, key figure, reference, status, seconds."""
+    head = ResultRow("experiment", "key figure", "reference", "status", 0.0)
     cols = [max(len(getattr(r, f)) for r in (head, *rows)) for f in ("name", "key", "reference")]
     fmt = f"{{:<{cols[0]}}}  {{:<{cols[1]}}}  {{:<{cols[2]}}}  {{:<6}}  {{:>7}}"
     lines = [fmt.format(head.name, head.key, head.reference, head.status, "seconds")]
     lines.append("-" * len(lines[0]))
     lines += [fmt.format(r.name, r.key, r.reference, r.status, f"{r.seconds:.1f}") for r in rows]
     return "\n".join(lines)
-
-
-def cli_reproduce(args: argparse.Namespace) -> int:
-    """``gdjax reproduce [--fast] [--only a,b] [--out runs]``: verify, then every experiment."""
-    from tqdm.auto import tqdm
-
-    names = list_experiments()
-    if args.only:
-        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = [w for w in wanted if w not in names]
-        if unknown:
-            raise ValueError(f"--only: unknown experiment(s) {unknown}. Known: {', '.join(names)}.")
-        names = [n for n in names if n in wanted]
-    out = Path(args.out)
-    t_start = time.perf_counter()
-
-    print("1/2  verify: hand-written backprop vs autodiff vs finite differences")
-    verified, lines = _verify(args.fast)
-    print("\n".join(lines))
-
-    print(f"\n2/2  experiments ({len(names)}), each writing {out}/<name>/")
-    rows: list[_Row] = []
-    bar = tqdm(names, unit="exp", dynamic_ncols=True, file=sys.stdout)
-    for name in bar:
-        bar.set_description(f"{name:<18}")
-        t0 = time.perf_counter()
-        metrics, error = None, ""
-        argv = ["--out", str(out)] + (["--fast"] if args.fast else [])
-        log = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(log):
-                metrics = load_experiment(name).main(argv)
-        except Exception as err:  # one broken experiment must not hide the others
-            error = f"{type(err).__name__}: {err}"
-        (out / name).mkdir(parents=True, exist_ok=True)
-        (out / name / "log.txt").write_text(log.getvalue() + (f"\n{error}\n" if error else ""))
-        rows.append(_row(name, metrics, error[:60], time.perf_counter() - t0))
-    bar.close()
-
-    total = time.perf_counter() - t_start
-    print()
-    print(_table(rows))
-    good = verified and all(r.status == "PASS" for r in rows)
-    print(
-        f"\nverify: {'all models ok' if verified else 'SOME MODELS FAIL'}; "
-        f"experiments: {sum(r.status == 'PASS' for r in rows)}/{len(rows)} pass; "
-        f"{total:.0f} s in all."
-    )
-    print(f"Runs, metrics and plots: {out.resolve()}/<name>/ (summary.md, metrics.json, *.png)")
-    return 0 if good else 1
