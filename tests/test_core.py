@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax.naming import probing
 from gdjax._validate import check_finite, check_in_range, check_positive, check_same_structure
 from gdjax.losses import bce_with_logits, half_squared_error, mean_squared_error, squared_error
+from gdjax.naming import probing
 
 
 def test_name_is_identity_and_probe_gives_adjoint():

@@ -5,14 +5,21 @@ Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` an
 instant. Exit status: 0 done (a check passed), 1 a check failed, 2 the command cannot
 run as asked (bad input, a path it cannot write, a missing optional package; one line on
 stderr, never a traceback), 3 an internal error (one line; ``--debug`` shows the traceback).
+
+Every command turns on JAX's persistent compilation cache in a user cache directory
+(``$GDJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gdjax/jax``, else ``~/.cache/gdjax/jax``),
+so a second ``gdjax reproduce`` compiles little; ``--no-compile-cache`` or
+``GDJAX_NO_COMPILE_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # subcommand -> module under gdjax.cli
 COMMANDS = {
@@ -40,7 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        p.add_argument(
+            "--no-compile-cache",
+            action="store_true",
+            help="do not use JAX's persistent compilation cache (~/.cache/gdjax/jax)",
+        )
     return parser
+
+
+def compile_cache_dir() -> Path:
+    """Where the CLI keeps JAX's persistent compilation cache."""
+    if os.environ.get("GDJAX_CACHE_DIR"):
+        return Path(os.environ["GDJAX_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gdjax" / "jax"
+
+
+def _use_compile_cache(args: argparse.Namespace) -> None:
+    if args.no_compile_cache or os.environ.get("GDJAX_NO_COMPILE_CACHE", "") not in ("", "0"):
+        return
+    import jax
+
+    try:
+        path = compile_cache_dir()
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable cache directory: run without one
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _one_line(err: BaseException) -> str:
@@ -57,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     prefix = f"gdjax {args.command}: error:"
     try:
+        _use_compile_cache(args)
         return int(_module(args.command).run(args) or 0)
     except KeyboardInterrupt:
         print(f"gdjax {args.command}: interrupted", file=sys.stderr)
