@@ -2,12 +2,19 @@ r"""The gdjax benchmark (``gdjax bench`` from a source checkout): speed claims a
 each measured side by side in one process.
 
 One module per section (``--only`` picks a subset), each a set of rows
-``candidate vs baseline``: :mod:`.fit` (``gd.fit`` vs a Python loop of jitted steps),
-:mod:`.sweep` (``gd.sweep`` vs a loop of fits), :mod:`.blocked_pass` (section ``pass``:
-a full-batch step of a linear model / one ``X @ w``) and :mod:`.backprop` (hand-written
-backprop vs ``jax.value_and_grad``). A section module defines ``NAME``, ``QUICK`` (its
-sizes for ``--quick``) and ``bench(**sizes) -> (rows, info)``; a new section is a new file
-added to ``_SECTION_MODULES``.
+``candidate vs baseline``:
+
+* :mod:`.expert`: ``gd.fit`` and ``gd.sweep`` vs the expert's own ``jit(scan)`` and
+  ``vmap(scan)``, and calls that must not recompile;
+* :mod:`.fit`: ``gd.fit`` vs a Python loop of jitted steps;
+* :mod:`.sweep`: ``gd.sweep`` vs a loop of fits;
+* :mod:`.blocked_pass` (section ``pass``): a full-batch step of a linear model / one
+  ``X @ w``;
+* :mod:`.backprop`: hand-written backprop vs ``jax.value_and_grad``.
+
+A section module defines ``NAME``, ``QUICK`` (its sizes for ``--quick``) and
+``bench(**sizes) -> (rows, info)``; a new section is a new file added to
+``_SECTION_MODULES``.
 
 Method (:func:`._timing.time_side_by_side`): every timed function is compiled and run
 once before timing; the candidates of a row are run in interleaved rounds (A, B, then
@@ -29,7 +36,7 @@ import jax
 
 from gdjax._validate import UsageError
 
-from . import backprop, blocked_pass, fit, sweep
+from . import backprop, blocked_pass, expert, fit, sweep
 from ._timing import Row, fmt_time, time_side_by_side
 
 __all__ = [
@@ -44,7 +51,7 @@ __all__ = [
     "time_side_by_side",
 ]
 
-_SECTION_MODULES = (fit, sweep, blocked_pass, backprop)
+_SECTION_MODULES = (expert, fit, sweep, blocked_pass, backprop)
 
 SECTIONS: dict[str, Callable[..., tuple[list[Row], dict[str, Any]]]] = {
     m.NAME: m.bench for m in _SECTION_MODULES

@@ -20,6 +20,7 @@ changes sign (no overshoot).
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -205,7 +206,13 @@ def main(argv: list[str] | None = None) -> dict:
         styles=dict(zip(curves, ("o-", "o-", "o--"))),
     )
 
-    same_traces = all(t["first_traces"] == timing[0]["first_traces"] for t in timing)
+    # the runs that diverge retire and the live ones are re-packed in power-of-two sizes,
+    # each size one more program (a lean one, and a careful one for the replay): at most
+    # 2·log2(K) more than at K = 1, never one per run
+    base = timing[0]["first_traces"]
+    same_traces = all(
+        t["first_traces"] <= base + 2 * math.ceil(math.log2(t["runs"])) for t in timing
+    )
     cached = all(t["again_compiles"] == 0 for t in timing)
     checks = [
         close("smallest diverging α (sweep)", alpha_div, edge, rtol=spacing - 1.0),
@@ -223,10 +230,10 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         at_most("best rate: final loss − least squares", final[best] - loss_star, gap_bound),
         holds(
-            "one program: traces of the loss do not grow with K",
+            "one program a size: traces grow at most as 2·log2 K, none when called again",
             same_traces and cached,
             timing[-1]["first_traces"],
-            f"= {timing[0]['first_traces']} traces at K = 1; 0 compilations when called again",
+            f"<= {base} + 2·log2 K traces ({base} at K = 1); 0 compilations when called again",
         ),
     ]
     theory = markdown_table(
@@ -266,9 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"{timing[-1]['first_s']:.2f} s, compilation included.",
         f"## One compiled program ({steps} steps per run)\n\n{times}\n\n"
         f"A Python loop of `gd.fit` calls, one per learning rate, takes {fit_s:.3f} s per "
-        "call: each new optimizer is a new program to compile. A sweep traces the loss the "
-        f"same number of times ({timing[0]['first_traces']}) whatever the number of runs, and "
-        "a second call with the same shapes compiles nothing.",
+        "call (the first compiles; a new learning rate is data, not a new program). A sweep "
+        f"traces the loss {timing[0]['first_traces']} times at K = 1 and "
+        f"{timing[-1]['first_traces']} at K = {timing[-1]['runs']}: runs that diverge retire "
+        "and the live ones are re-packed, one program per power-of-two size; a second call "
+        "with the same shapes compiles nothing.",
     ]
     out = run.finish(
         checks=checks,

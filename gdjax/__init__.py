@@ -37,6 +37,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "sweep": ("gdjax.train", "sweep"),
     "FitResult": ("gdjax.train", "FitResult"),
     "SweepResult": ("gdjax.train", "SweepResult"),
+    "DivergenceError": ("gdjax.train", "DivergenceError"),
+    "UsageError": ("gdjax._validate", "UsageError"),
     "trace": ("gdjax.graph", "trace"),
     "Graph": ("gdjax.graph", "Graph"),
 }
@@ -60,7 +62,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the lazy names
     from gdjax import blocked, checkpoint, data, graph, losses, models, optim, plot, train
+    from gdjax._validate import UsageError
     from gdjax.check import Report, check_backprop, check_derivative
     from gdjax.graph import Graph, trace
     from gdjax.models._base import Backprop, Model
-    from gdjax.train import FitResult, SweepResult, fit, sweep
+    from gdjax.train import DivergenceError, FitResult, SweepResult, fit, sweep

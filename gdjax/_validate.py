@@ -51,19 +51,44 @@ def _leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in leaves]
 
 
+@jax.jit
+def _all_finite_each(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
 def check_finite(arg: str, tree: Any) -> None:
-    """Raise if any concrete leaf of ``tree`` holds NaN or ±inf."""
+    """Raise if any concrete leaf of ``tree`` holds NaN or ±inf.
+
+    Device arrays are checked on the device (one small compiled reduction, no copy to
+    the host); the count of bad values is only computed for the message.
+    """
+    paths, on_device = [], []
     for path, leaf in _leaves_with_paths(tree):
         if leaf is None or not is_concrete(leaf) or callable(leaf):
             continue
+        if isinstance(leaf, jax.Array):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                paths.append(path)
+                on_device.append(leaf)
+            continue
         arr = np.asarray(leaf)
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise UsageError(
-                f"`{arg}{path}` holds {bad} non-finite value(s) (NaN or inf). "
-                f"Clean or impute the data before passing it, e.g. drop rows with "
-                f"np.isnan(x).any(axis=1)."
-            )
+            _non_finite(arg, path, arr)
+    if on_device:
+        with jax.ensure_compile_time_eval():  # concrete even while an outer jit traces
+            flags = np.asarray(_all_finite_each(on_device))
+        for path, leaf, ok in zip(paths, on_device, flags):
+            if not ok:
+                _non_finite(arg, path, np.asarray(leaf))
+
+
+def _non_finite(arg: str, path: str, arr: np.ndarray) -> None:
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    raise UsageError(
+        f"`{arg}{path}` holds {bad} non-finite value(s) (NaN or inf). "
+        f"Clean or impute the data before passing it, e.g. drop rows with "
+        f"np.isnan(x).any(axis=1)."
+    )
 
 
 def check_same_structure(arg: str, tree: Any, ref: Any, ref_name: str) -> None:

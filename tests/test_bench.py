@@ -218,11 +218,11 @@ def test_benchmark_helpers_and_import_changes_no_jax_setting():
     from benchmarks._timing import Row, time_side_by_side
 
     assert jax.config.jax_num_cpu_devices == before  # only the benchmark's entry sets it
-    assert set(benchmarks.SECTIONS) == {"fit", "sweep", "pass", "backprop"}
+    assert set(benchmarks.SECTIONS) == {"expert", "fit", "sweep", "pass", "backprop"}
     assert set(benchmarks.QUICK) == set(benchmarks.SECTIONS)
     assert benchmarks.parse_only(" pass, backprop ") == ["pass", "backprop"]
     for bad in (",", "", "speed"):
-        with pytest.raises(ValueError, match="fit,sweep,pass,backprop"):
+        with pytest.raises(ValueError, match="expert,fit,sweep,pass,backprop"):
             benchmarks.parse_only(bad)
     times = time_side_by_side({"a": lambda: 1, "b": lambda: 2}, repeats=3, number=2)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}

@@ -130,6 +130,8 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
 
     def save_then_stop(path, tree, meta):
         real_save(path, tree, meta)
+        if path.name != train.CHECKPOINT_NAME:  # a history segment
+            return
         saves.append(meta["step"])
         if len(saves) == 2:
             raise Interrupt
@@ -165,7 +167,7 @@ def test_checkpoint_of_another_run_or_corrupt_is_refused_untouched(tmp_path):
     X, y = data
     with pytest.raises(ValueError, match="data_sha256"):
         gd.fit(loss, params, gd.optim.sgd(0.1), (X + 1, y), checkpoint_dir=tmp_path, **kw)
-    with pytest.raises(ValueError, match="structure"):  # adam's state is not sgd's
+    with pytest.raises(ValueError, match="optimizer: checkpoint"):  # adam is not sgd
         gd.fit(loss, params, gd.optim.adam(0.1), data, checkpoint_dir=tmp_path, **kw)
     assert path.read_bytes() == before
 

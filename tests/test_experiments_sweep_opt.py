@@ -10,6 +10,7 @@ momentum run replayed with ``optax.sgd`` in a ``lax.scan`` written here.
 from __future__ import annotations
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +107,9 @@ def test_lr_sweep_is_one_program_and_writes_files(sweep_run):
     metrics, out = sweep_run
     timing = metrics["timing"]
     assert [t["runs"] for t in timing] == [1, 96]
-    assert timing[0]["first_traces"] == timing[1]["first_traces"] > 0
+    # retired (diverged) runs re-pack the live ones in power-of-two sizes: a program a size
+    assert 0 < timing[0]["first_traces"] <= timing[1]["first_traces"]
+    assert timing[1]["first_traces"] <= timing[0]["first_traces"] + 2 * math.ceil(math.log2(96))
     assert all(t["again_compiles"] == 0 for t in timing)
     _files(out, "lr_sweep", ("lr_sweep", "loss_curves", "sweep_time"))
 

@@ -647,8 +647,10 @@ def test_learning_rate_must_be_positive(name, lr):
 def test_learning_rate_must_be_a_scalar_number(name):
     with pytest.raises(TypeError, match="learning_rate"):
         RULES[name]("0.1")
-    with pytest.raises(ValueError, match=r"learning_rate.*scalar.*vmap"):
-        RULES[name](jnp.asarray([0.1, 0.2]))
+    with pytest.raises(ValueError, match=r"learning_rate.*scalar.*gd\.sweep"):
+        RULES[name](jnp.ones((2, 2)))
+    # a 1-D array is K settings of a sweep
+    assert O.num_settings(RULES[name](jnp.asarray([0.1, 0.2]))) == 2
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,8 @@ def test_fit_equals_python_loop(problem, chunk_size):
     ref, ref_losses, _ = python_loop(logistic_loss, params, opt, [data] * 30)
     assert_tree_allclose(res.params, ref, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-5)
-    assert res.steps == 30 and not res.diverged and res.diverged_at is None
+    assert res.steps == 30 and not res.diverged and res.diverged_at == -1
+    np.testing.assert_allclose(res.final_loss, logistic_loss(ref, data), rtol=1e-5)
     assert res.losses.shape == (30,) and res.key is None
     assert ref_losses[-1] < 0.5 * ref_losses[0]  # it learned something
 
@@ -133,8 +134,10 @@ def test_divergence_stops_at_the_step_with_finite_params(chunk_size):
     assert res.diverged and res.diverged_at == step and res.steps == step
     np.testing.assert_array_equal(res.params["w"], [w_last])
     assert np.isfinite(np.asarray(res.params["w"])).all()
-    assert res.losses.shape == (step + 1,)
-    assert not np.isfinite(res.losses[-1]) and np.isfinite(res.losses[:-1]).all()
+    assert res.losses.shape == (200,)  # NaN-padded after the diverged step
+    assert not np.isfinite(res.losses[step]) and np.isfinite(res.losses[:step]).all()
+    assert np.isnan(res.losses[step + 1 :]).all()
+    assert res.final_loss == res.losses[step]  # the loss at the last finite params
 
 
 def test_divergence_can_raise():
@@ -208,11 +211,19 @@ def test_bad_inputs(problem):
 
 
 def test_chunk_plan():
-    # a short run is one chunk; long ones divide steps and checkpoint_every when they can
-    assert train._chunk_records(500, 1, None, 1e-6) == 500
-    assert train._chunk_records(200_000, 1, None, 2e-7) == 100_000
-    assert train._chunk_records(1000, 10, 100, 1e-7) == 10
-    assert train._chunk_records(10**6, 1, 999_983, 2e-7) == 131_072  # prime: at crossings
+    from gdjax.train import planner
+
+    # a chunk holds ~CHUNK_SECONDS of records, a power of two, whatever the run's length
+    assert planner.capacity(1e-3, 1) == 128  # 0.25 s / 1 ms = 250 -> 128
+    assert planner.capacity(1e-9, 1) == planner.MAX_RECORDS
+    assert planner.capacity(1e-3, 10) == 16
+    assert planner.capacity(1e-9, 1, trajectory_bytes=2**24) == 16  # 256 MiB / 16 MiB
+    # the records of the chunk from step t: at most the capacity, ending at the run's
+    # end and at the next checkpoint
+    assert planner.chunk_records(0, 1000, 1, 128, None) == 128
+    assert planner.chunk_records(960, 1000, 1, 128, None) == 40
+    assert planner.chunk_records(0, 1000, 10, 128, 100) == 10
+    assert planner.chunk_records(0, 25, 10, 128, None) == 3
 
 
 # --------------------------------------------------------------------------- sweep
@@ -315,13 +326,5 @@ def test_an_update_that_overflows_is_not_applied(chunk_size):
     )
     assert res.diverged and res.diverged_at == 1 and res.steps == 1
     np.testing.assert_array_equal(res.params["w"], np.float32([-2e38]))
-    np.testing.assert_array_equal(res.losses, np.float32([0.0, -2e38]))
-
-
-@pytest.mark.parametrize(
-    ("q", "limit", "expected"), [(50, 1, 1), (50, 7, 5), (50, 50, 50), (97, 10, 1), (36, 6, 6)]
-)
-def test_largest_divisor(q, limit, expected):
-    from gdjax.train import _largest_divisor
-
-    assert _largest_divisor(q, limit) == expected
+    np.testing.assert_array_equal(res.losses[:2], np.float32([0.0, -2e38]))
+    assert np.isnan(res.losses[2:]).all() and res.losses.shape == (10,)

@@ -1,0 +1,195 @@
+"""Section ``expert``: gdjax against what a JAX expert writes by hand, side by side.
+
+The baselines, each about ten lines:
+
+* a run: ``jax.jit`` of a ``lax.scan`` over ``value_and_grad`` + an optax update,
+  recording the loss each step;
+* a sweep: ``jax.vmap`` of that scan over ``optax.inject_hyperparams(optax.sgd)``'s
+  learning rate.
+
+Rows (the goals of "Training engine v2"):
+
+* N1, 20,000 steps: warm ``gd.fit`` / warm expert scan (≤ 1.1), and both cold;
+* G3 on breast cancer: ``fit`` with a new ``gd.optim.adam(lr)`` each call, or a new
+  ``steps``, against the same call warm (≤ 1.5: nothing recompiles);
+* N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0), and
+  the sweep's time per run-step against the arithmetic of one N1 step (~80 flops).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._timing import Row, cost_row, median, quiet, time_side_by_side, timed
+
+NAME = "expert"
+
+#: Sizes for ``--quick``: a smoke test, not a measurement.
+QUICK: dict[str, Any] = {"steps": 500, "settings": 16, "sweep_steps": 20, "repeats": 2}
+
+N1_FLOPS = 80  # one forward and backward of the 2-2-2-1 network, by hand
+
+
+def expert_scan(loss_fn, opt, steps: int):
+    """The expert's run: jit(scan(value_and_grad + optax)), recording every loss."""
+
+    def run(params, batch):
+        def step(carry, _):
+            p, s = carry
+            value, g = jax.value_and_grad(loss_fn)(p, batch)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), value
+
+        (p, _), losses = jax.lax.scan(step, (params, opt.init(params)), length=steps)
+        return p, losses
+
+    return jax.jit(run)
+
+
+def expert_sweep(loss_fn, steps: int):
+    """The expert's sweep: vmap of the scan over inject_hyperparams(sgd)'s learning rate."""
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+
+    def one(lr, params, batch):
+        def step(carry, _):
+            p, s = carry
+            value, g = jax.value_and_grad(loss_fn)(p, batch)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), value
+
+        s0 = opt.init(params)
+        s0.hyperparams["learning_rate"] = lr
+        (p, _), losses = jax.lax.scan(step, (params, s0), length=steps)
+        return p, losses
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+def bench(
+    *, steps: int = 20_000, settings: int = 1024, sweep_steps: int = 100, repeats: int = 7
+) -> tuple[list[Row], dict[str, Any]]:
+    import gdjax as gd
+
+    rows: list[Row] = []
+    info: dict[str, Any] = {"steps": steps, "settings": settings, "sweep_steps": sweep_steps}
+    n1 = gd.models.get("N1")
+    params, batch = n1.example()
+    with quiet(), jax.numpy_dtype_promotion("standard"):
+        # ---- one run: N1 -------------------------------------------------------------
+        ours, theirs = gd.optim.sgd(0.5), optax.sgd(0.5)
+        scan = expert_scan(n1.loss, theirs, steps)
+        cold = {
+            "expert": timed(lambda: scan(params, batch)),
+            "fit": timed(lambda: gd.fit(n1.loss, params, ours, batch, steps=steps).params),
+        }
+        t = time_side_by_side(
+            {
+                "fit": lambda: gd.fit(n1.loss, params, ours, batch, steps=steps).params,
+                "expert": lambda: scan(params, batch),
+            },
+            repeats=repeats,
+        )
+        tf, te = median(t["fit"]), median(t["expert"])
+        rows.append(
+            cost_row(
+                NAME,
+                f"N1 {steps} steps, warm fit / expert scan",
+                "gd.fit",
+                "jit(scan) + optax",
+                tf / steps,
+                te / steps,
+                unit="step",
+                goal="<= 1.1",
+            )
+        )
+        rows.append(
+            cost_row(
+                NAME,
+                f"N1 {steps} steps, cold fit / cold expert scan",
+                "gd.fit",
+                "jit(scan) + optax",
+                cold["fit"],
+                cold["expert"],
+                unit="call",
+            )
+        )
+        info["n1_cold_s"] = cold
+
+        # ---- no recompiles: G3 on breast cancer --------------------------------------
+        g3 = gd.models.get("G3")
+        X, y, *_ = gd.data.breast_cancer()
+        gp = g3.init(jax.random.key(0), n=X.shape[1])
+        lrs = iter(np.geomspace(1e-3, 1e-1, 10_000))
+        lengths = iter(range(500, 10_000))
+
+        def run_same():
+            return gd.fit(g3.loss, gp, gd.optim.adam(0.01), (X, y), steps=500).params
+
+        def run_new_lr():
+            opt = gd.optim.adam(float(next(lrs)))
+            return gd.fit(g3.loss, gp, opt, (X, y), steps=500).params
+
+        def run_new_steps():
+            return gd.fit(g3.loss, gp, gd.optim.adam(0.01), (X, y), steps=next(lengths)).params
+
+        t = time_side_by_side(
+            {"same": run_same, "new lr": run_new_lr, "new steps": run_new_steps},
+            repeats=repeats,
+        )
+        for kind in ("new lr", "new steps"):
+            rows.append(
+                cost_row(
+                    NAME,
+                    f"G3 fit with a {kind} / the same call warm",
+                    f"fit, {kind}",
+                    "fit, same call",
+                    median(t[kind]),
+                    median(t["same"]),
+                    unit="call",
+                    goal="<= 1.5",
+                )
+            )
+
+        # ---- a sweep: N1 over many learning rates ------------------------------------
+        lr = jnp.asarray(np.geomspace(1e-3, 3.0, settings), jnp.float32)
+        vscan = expert_sweep(n1.loss, sweep_steps)
+
+        def run_sweep():
+            return gd.sweep(n1.loss, params, gd.optim.sgd(lr), batch, steps=sweep_steps).params
+
+        t = time_side_by_side(
+            {"sweep": run_sweep, "expert": lambda: vscan(lr, params, batch)}, repeats=repeats
+        )
+        ts, te = median(t["sweep"]), median(t["expert"])
+        rows.append(
+            cost_row(
+                NAME,
+                f"N1 sweep {settings} lrs x {sweep_steps} steps / expert vmap(scan)",
+                "gd.sweep",
+                "vmap(scan), inject_hyperparams",
+                ts,
+                te,
+                unit="call",
+                goal="<= 1.0",
+            )
+        )
+        per = ts / (settings * sweep_steps)
+        rows.append(
+            Row(
+                NAME,
+                "N1 sweep per run-step / 80 flops at 1 flop/ns",
+                "gd.sweep",
+                "80 flops",
+                per,
+                N1_FLOPS * 1e-9,
+                unit="run-step",
+                ratio=per / (N1_FLOPS * 1e-9),
+                note=f"{per * 1e9:.0f} ns per run-step",
+            )
+        )
+    return rows, info

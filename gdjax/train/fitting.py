@@ -1,0 +1,377 @@
+"""``gd.fit``: one training run, compiled once, checkpointed, resumable."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gdjax import optim
+from gdjax._validate import UsageError, as_key, check_choice, check_finite, check_int
+from gdjax.train import args as A
+from gdjax.train import planner
+from gdjax.train import resume as R
+from gdjax.train.loop import Progress, drive, last_finite, nan_after, stack_host
+from gdjax.train.program import (
+    LossFn,
+    Program,
+    State,
+    compiled_chunk,
+    compiled_init,
+    final_loss,
+    single_step,
+)
+from gdjax.train.results import DivergenceError, FitResult
+
+Params = Any
+Data = Any
+
+
+def fit(
+    loss_fn: LossFn,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    data: Data = None,
+    *,
+    steps: int,
+    batch_size: int | None = None,
+    key: jax.Array | int | None = None,
+    record_every: int = 1,
+    trajectory: bool = False,
+    value_and_grad: Callable[[Params, Data], Any] | None = None,
+    progress: bool | None = None,
+    on_divergence: str = "stop",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    mesh: Mesh | None = None,
+    chunk_size: int | None = None,
+) -> FitResult:
+    r"""Minimise ``loss_fn(params, batch)`` for ``steps`` steps of ``optimizer``, compiled.
+
+    Each step computes :math:`(\mathcal L_t, g_t)` = ``value_and_grad(params_t, B_t)``,
+    then ``updates, opt_state = optimizer.update(g_t, opt_state, params_t)`` and
+    ``params_{t+1} = optax.apply_updates(params_t, updates)``.
+
+    The compiled program is keyed by the loss, the shapes, and the optimizer's *static*
+    choices only: a ``gd.optim`` rule's numeric hyperparameters (learning rate, β's, eps,
+    a schedule's constants), ``steps``, the key and the data values are arguments, so a
+    second call that changes them does not compile again. (A plain optax transformation
+    is one static object: each new one compiles once.)
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``; ``batch`` has the structure of ``data``.
+      params: the initial parameters (a pytree of float arrays).
+      optimizer: an ``optax.GradientTransformation`` (``gd.optim.*`` or optax's own).
+      data: a pytree of arrays with the examples on axis 0 (e.g. ``(X, y)``), or None for
+        a data-free loss (G1, S1).
+      steps: the number of updates.
+      batch_size: None for full-batch descent; otherwise each step uses ``batch_size``
+        examples of a shuffled epoch (permutation from ``fold_in(key, epoch)``; the last
+        ``m mod batch_size`` examples of each epoch's permutation are skipped).
+      key: the mini-batch order's PRNG key, or an int seed (required with ``batch_size``).
+      record_every: record the loss (and params) every this many steps.
+      trajectory: also record the parameters at the recorded steps.
+      value_and_grad: replaces ``jax.value_and_grad(loss_fn)``: a hand-written backprop
+        returning ``(loss, grads)`` or a :class:`gdjax.Backprop`.
+      progress: show a tqdm bar (None: when stderr is a terminal and the run has more
+        than one chunk).
+      on_divergence: ``"stop"`` (return the last finite parameters, ``diverged=True``) or
+        ``"raise"`` (:class:`DivergenceError` naming the step).
+      checkpoint_dir: save the run there, and resume from it when it holds a checkpoint
+        of the same run (see :mod:`gdjax.train.resume`); checked before training starts.
+      checkpoint_every: save every this many steps (a multiple of ``record_every``;
+        default: after every chunk).
+      mesh: a ``jax.sharding.Mesh``: the examples are sharded over its ``"data"`` axis
+        (data parallel), parameters replicated.
+      chunk_size: steps per chunk between progress updates (default: ~0.25 s of steps).
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    if not callable(loss_fn):
+        raise UsageError(f"`loss_fn` must be a function loss_fn(params, batch), got {loss_fn!r}.")
+    A.check_optimizer(optimizer)
+    if optim.num_settings(optimizer) is not None:
+        raise UsageError(
+            f"`optimizer` holds {optim.num_settings(optimizer)} settings of its "
+            f"hyperparameters; fit runs one. Use gd.sweep to run them all at once."
+        )
+    steps = check_int("steps", steps)
+    if steps >= 2**31 - 1:
+        raise UsageError(f"`steps` must be below 2**31 - 1 (int32 step counter), got {steps}.")
+    record_every = check_int("record_every", record_every)
+    check_choice("on_divergence", on_divergence, ("stop", "raise"))
+    if value_and_grad is not None and not callable(value_and_grad):
+        raise UsageError("`value_and_grad` must be a function (params, batch) -> (loss, grads).")
+    if checkpoint_every is not None:
+        if checkpoint_dir is None:
+            raise UsageError("`checkpoint_every` needs `checkpoint_dir`: pass both.")
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+        if checkpoint_every % record_every:
+            raise UsageError(
+                f"`checkpoint_every={checkpoint_every}` must be a multiple of "
+                f"`record_every={record_every}`."
+            )
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size)
+
+    params = A.as_arrays("params", params)
+    A.check_params(params)
+    check_finite("params", params)
+    data = A.as_arrays("data", data)
+    check_finite("data", data)
+    m = A.n_examples(data)
+    mesh_size, axis = 1, None
+    if mesh is not None:
+        axis = A.data_axis(mesh)
+        mesh_size = mesh.shape[axis]
+        if m is not None and m % mesh_size:
+            raise UsageError(
+                f"`data` has m={m} examples, not divisible by the {mesh_size} devices of "
+                f"`mesh`. Drop or pad examples to a multiple of {mesh_size}."
+            )
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size)
+        if key is None:
+            raise UsageError(
+                f"`batch_size={batch_size}` draws shuffled mini-batches: pass `key`, e.g. "
+                f"key=jax.random.key(0) or key=0, so that the run is reproducible."
+            )
+    A.check_batch(batch_size, m, mesh_size)
+    key = None if batch_size is None else as_key(key)
+    path = None
+    with contextlib.ExitStack() as held:
+        if checkpoint_dir is not None:  # before anything is traced or compiled
+            nbytes = 4 * sum(x.nbytes for x in jax.tree_util.tree_leaves(params))  # + opt state
+            path = R.preflight(Path(checkpoint_dir), nbytes)
+            held.enter_context(R.locked(path.parent))
+        run, state = _prepare(
+            loss_fn,
+            params,
+            optimizer,
+            data,
+            key,
+            mesh,
+            axis,
+            steps=steps,
+            batch_size=batch_size,
+            record_every=record_every,
+            trajectory=bool(trajectory),
+            value_and_grad=value_and_grad,
+            checkpoint_every=checkpoint_every,
+            chunk_size=chunk_size,
+        )
+        saver = None
+        if path is not None:
+            fp = R.fingerprint(
+                params,
+                data,
+                key,
+                optimizer,
+                steps=steps,
+                batch_size=batch_size,
+                record_every=record_every,
+                trajectory=bool(trajectory),
+            )
+            state, segments = run.resume(path, fp, state, run.params)
+            saver = R.Saver(path, fp, segments)
+            if mesh is not None:
+                state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+        state = run.train(state, progress, saver)
+    return run.result(state, on_divergence, saver)
+
+
+def _prepare(
+    loss_fn,
+    params,
+    optimizer,
+    data,
+    key,
+    mesh,
+    axis,
+    *,
+    steps,
+    batch_size,
+    record_every,
+    trajectory,
+    value_and_grad,
+    checkpoint_every,
+    chunk_size,
+):
+    """The program of this run (placed on ``mesh``) and its initial state."""
+    loss_dtype = A.check_loss(loss_fn, params, data, batch_size)
+    m = A.n_examples(data)
+    opt_static, opt_leaves = optim.partition(optimizer)
+    batch_sharding = None
+    if mesh is not None:
+        batch_sharding = NamedSharding(mesh, PartitionSpec(axis))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        data = jax.device_put(data, batch_sharding)
+        params, opt_leaves = jax.device_put((params, opt_leaves), replicated)
+        if key is not None:
+            key = jax.device_put(key, replicated)
+    prog = Program(
+        loss_fn=loss_fn,
+        value_and_grad=value_and_grad,
+        opt_static=opt_static,
+        capacity=1,
+        record_every=record_every,
+        n_examples=m,
+        batch_size=batch_size,
+        trajectory=trajectory,
+        loss_dtype=loss_dtype,
+        batch_sharding=batch_sharding,
+    )
+    state = compiled_init(prog, params, opt_leaves)
+    if chunk_size is not None:
+        cap = max(1, chunk_size // record_every)
+    else:
+        one_step = functools.partial(single_step, prog)
+        seconds = planner.step_seconds(prog, one_step, state, data, key, opt_leaves)
+        traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
+        cap = planner.capacity(seconds, record_every, traj_bytes)
+    prog = dataclasses.replace(prog, capacity=cap)
+    return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params), state
+
+
+@dataclasses.dataclass
+class _Run:
+    """The host side of one run: chunks, history, checkpoints."""
+
+    prog: Program
+    data: Any
+    key: Any
+    opt_leaves: Any
+    steps: int
+    checkpoint_every: int | None
+    params: Any  # the initial parameters (for the shapes of a resumed history)
+    losses: list[np.ndarray] = dataclasses.field(default_factory=list)
+    traj: list[Any] = dataclasses.field(default_factory=list)
+    saved_records: int = 0
+
+    def chunk_steps(self, t: int) -> int:
+        re = self.prog.record_every
+        n = planner.chunk_records(t, self.steps, re, self.prog.capacity, self.checkpoint_every)
+        return min(n * re, self.steps - t)
+
+    def run_chunk(self, prog: Program, state: State, t: int, n: int):
+        n_records = -(-n // prog.record_every)
+        return compiled_chunk(
+            prog, state, self.data, self.key, self.opt_leaves, t, self.steps, n_records
+        )
+
+    def resume(self, path: Path, fp: dict, state: State, params: Any):
+        if not path.exists():
+            return state, []
+        like = {"state": state, **({} if self.key is None else {"key": self.key})}
+        hist_like = self._history_like(params)
+        tree, parts, segments = R.resume(path, fp, like, hist_like)
+        for part in parts:
+            self.losses.append(np.asarray(part["losses"]))
+            if self.prog.trajectory:
+                self.traj.append(jax.tree_util.tree_map(np.asarray, part["trajectory"]))
+        self.saved_records = segments[-1][1] if segments else 0
+        return tree["state"], segments
+
+    def _history_like(self, params: Any) -> dict[str, Any]:
+        like = {"losses": np.zeros((0,), self.prog.loss_dtype)}
+        if self.prog.trajectory:
+            like["trajectory"] = jax.tree_util.tree_map(
+                lambda x: np.zeros((0, *np.shape(x)), np.asarray(x).dtype), params
+            )
+        return like
+
+    def train(self, state: State, progress: bool | None, saver: R.Saver | None) -> State:
+        t0 = min(int(state.t), self.steps)
+        if bool(state.stopped) or t0 >= self.steps:  # a finished or diverged checkpoint
+            return state
+        n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
+        bar = Progress(progress, self.steps, t0, n_chunks, "fit")
+        careful = dataclasses.replace(self.prog, careful=True)
+
+        def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
+            losses, traj = jax.device_get(outputs)
+            n_rec = -(-(t_end - t) // self.prog.record_every)
+            self.losses.append(losses[:n_rec])
+            if self.prog.trajectory:
+                self.traj.append(jax.tree_util.tree_map(lambda x: x[:n_rec], traj))
+            bar.update(t_end, last_finite(losses[:n_rec]))
+            if saver is not None:
+                every = self.checkpoint_every
+                done = t_end >= self.steps or bool(s.stopped)
+                if done or every is None or t_end % every == 0:
+                    self.save(saver, s, t_end)
+
+        try:
+            return drive(
+                lambda s, t, n: self.run_chunk(self.prog, s, t, n),
+                state,
+                t0,
+                self.steps,
+                self.chunk_steps,
+                on_chunk=on_chunk,
+                stopped=lambda s: bool(s.stopped),
+                replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
+            )
+        finally:
+            bar.close()
+
+    def save(self, saver: R.Saver, state: State, t_end: int) -> None:
+        total = sum(len(x) for x in self.losses)
+        first = self.saved_records
+        losses = np.concatenate(self.losses)[first:total]
+        history = {"losses": losses}
+        if self.prog.trajectory:
+            history["trajectory"] = jax.tree_util.tree_map(
+                lambda x: x[first:total], stack_host(self.traj, total)
+            )
+        tree = {"state": state, **({} if self.key is None else {"key": self.key})}
+        saver.save(tree, history, first, t_end)
+        if saver.error is None:
+            self.saved_records = total
+
+    def result(self, state: State, on_divergence: str, saver: R.Saver | None) -> FitResult:
+        re = self.prog.record_every
+        n_rec = -(-self.steps // re)
+        losses = np.full((n_rec,), np.nan, self.prog.loss_dtype)
+        got = np.concatenate(self.losses) if self.losses else losses[:0]
+        losses[: len(got)] = got[:n_rec]
+        diverged = bool(state.stopped)
+        diverged_at = int(state.diverged_at) if diverged else -1
+        losses = nan_after(losses, np.asarray(diverged_at), re)
+        traj = None
+        if self.prog.trajectory:
+            kept = min(len(got), n_rec)
+
+            def padded(x):
+                full = np.zeros((n_rec, *x.shape[1:]), x.dtype)
+                full[:kept] = x
+                if diverged and np.issubdtype(x.dtype, np.inexact):
+                    full[np.arange(n_rec) * re > diverged_at] = np.nan
+                return jnp.asarray(full)
+
+            traj = jax.tree_util.tree_map(padded, stack_host(self.traj, kept))
+        result = FitResult(
+            params=state.params,
+            opt_state=state.opt_state,
+            losses=jnp.asarray(losses),
+            final_loss=final_loss(self.prog.loss_fn, state.params, self.data, False),
+            steps=diverged_at if diverged else self.steps,
+            diverged=diverged,
+            diverged_at=diverged_at,
+            trajectory=traj,
+            key=self.key,
+            checkpoint_error=None if saver is None else saver.error,
+        )
+        if diverged and on_divergence == "raise":
+            raise DivergenceError(diverged_at, result)
+        return result

@@ -1,0 +1,98 @@
+"""The host loop: chunks dispatched back to back, progress, and the loss history.
+
+The host dispatches chunk ``k + 1`` before it reads chunk ``k``'s results, so the device
+never waits for the host; a progress bar and checkpoints are served between chunks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def drive(
+    run_chunk,
+    state,
+    t0: int,
+    steps: int,
+    plan: Callable[[int], int],
+    *,
+    on_chunk,
+    stopped,
+    replay=None,
+):
+    """Run chunks from step ``t0`` to ``steps``; return the final state.
+
+    ``plan(t)`` is the number of steps of the chunk starting at ``t``;
+    ``run_chunk(state, t, n) -> (state, *outputs)`` runs it. ``on_chunk(state, outputs,
+    t, t_end)`` is called for each finished chunk, in order, while the next one is
+    already running. The loop ends at ``steps`` or when ``stopped(state)``; then
+    ``replay(start_state, t, n)``, if given, re-runs that chunk with the careful program
+    and its results are kept.
+    """
+    final, pending, t = state, None, t0
+    while True:
+        launched = None
+        if t < steps:
+            n = plan(t)
+            new_state, *outputs = run_chunk(state, t, n)
+            launched = (state, t, n, new_state, outputs)
+            state, t = new_state, t + n
+        if pending is not None:
+            start, t_start, n, end, outputs = pending
+            if stopped(end) and replay is not None:
+                end, *outputs = replay(start, t_start, n)
+            on_chunk(end, outputs, t_start, min(t_start + n, steps))
+            final = end
+            if stopped(end):
+                return final
+        if launched is None:
+            return final
+        pending = launched
+
+
+class Progress:
+    """A tqdm bar over the steps, updated between chunks (or nothing at all)."""
+
+    def __init__(self, show: bool | None, total: int, initial: int, n_chunks: int, desc: str):
+        if show is None:
+            show = n_chunks > 1 and sys.stderr.isatty()
+        self.bar = None
+        if show and jax.process_index() == 0:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True)
+
+    def update(self, t: int, loss: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(t - self.bar.n)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def last_finite(losses: np.ndarray) -> float | None:
+    finite = losses[np.isfinite(losses)]
+    return float(finite[-1]) if finite.size else None
+
+
+def stack_host(chunks: list[Any], n: int, axis: int = 0) -> Any:
+    """Concatenate per-chunk stacked trees on the host along ``axis``; keep ``n`` rows."""
+    return jax.tree_util.tree_map(
+        lambda *xs: np.take(np.concatenate(xs, axis=axis), np.arange(n), axis=axis), *chunks
+    )
+
+
+def nan_after(losses: np.ndarray, diverged_at: np.ndarray, record_every: int) -> np.ndarray:
+    """``losses[..., i]`` set to NaN where record ``i``'s step comes after ``diverged_at``
+    (−1: none)."""
+    steps_of = np.arange(losses.shape[-1]) * record_every
+    after = (diverged_at[..., None] >= 0) & (steps_of > diverged_at[..., None])
+    return np.where(after, np.nan, losses)

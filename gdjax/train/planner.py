@@ -1,0 +1,76 @@
+"""How long a chunk is: from XLA's cost estimate of one step, never from ``steps``.
+
+A chunk is what the host waits for between progress updates and checkpoints. Its
+*capacity* (the records its buffers hold) is part of the compiled program; the number
+of records a chunk actually makes is an argument. So the capacity depends only on the
+step's cost (a chunk of about ``CHUNK_SECONDS``), the record interval and the size of a
+recorded trajectory, and a run of another length reuses the program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+MAX_RECORDS = 1 << 17  # records a chunk holds at most (a 512 KiB loss buffer in float32)
+CHUNK_SECONDS = 0.25  # target wall time of one chunk: a few progress updates a second
+TRAJECTORY_BYTES = 1 << 28  # what a chunk's recorded parameters may take on the device
+
+# Nominal throughput used to turn XLA's cost estimate of one step into seconds.
+_SPEED = {"cpu": (1e10, 1e10, 2e-7), "gpu": (2e13, 1e12, 2e-6), "tpu": (5e13, 1e12, 2e-6)}
+_MEMO: dict[Any, float] = {}
+
+
+def abstract(tree: Any) -> tuple:
+    """A hashable description of ``tree``'s structure, shapes and dtypes."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(
+        (x.shape, x.dtype) if hasattr(x, "dtype") else (jnp.shape(x), jnp.result_type(x))
+        for x in leaves
+    )
+
+
+def step_seconds(memo_key: Any, one_step: Callable, *args: Any) -> float:
+    """A deterministic estimate of one step's time from XLA's flop and byte counts.
+
+    ``one_step(*args)`` is lowered (never run); the estimate is memoised under
+    ``memo_key`` (the program and the argument shapes), so repeated calls pay once.
+    """
+    memo_key = (memo_key, abstract(args), jax.default_backend())
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
+    try:
+        cost = jax.jit(one_step).lower(*args).cost_analysis()
+        if isinstance(cost, list | tuple):  # older jax: one dict per computation
+            cost = cost[0] if cost else {}
+        flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    except Exception:  # cost analysis is best effort; any failure means "unknown"
+        flops, nbytes = 1e6, 1e6
+    f, b, overhead = _SPEED.get(jax.default_backend(), _SPEED["gpu"])
+    seconds = max(flops / f, nbytes / b) + overhead
+    if len(_MEMO) > 256:
+        _MEMO.clear()
+    _MEMO[memo_key] = seconds
+    return seconds
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def capacity(step_s: float, record_every: int, trajectory_bytes: int = 0) -> int:
+    """Records per chunk: about ``CHUNK_SECONDS`` of steps, a power of two."""
+    records = int(CHUNK_SECONDS / (step_s * record_every))
+    if trajectory_bytes:
+        records = min(records, TRAJECTORY_BYTES // max(1, trajectory_bytes))
+    return _pow2_floor(min(MAX_RECORDS, max(1, records)))
+
+
+def chunk_records(t: int, steps: int, record_every: int, cap: int, every: int | None) -> int:
+    """Records the chunk starting at step ``t`` makes: at most ``cap``, ending at ``steps``
+    and at the next multiple of ``every`` (checkpoints fall on its multiples)."""
+    end = steps if every is None else min(steps, (t // every + 1) * every)
+    return max(1, min(cap, -(-(end - t) // record_every)))

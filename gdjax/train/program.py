@@ -1,0 +1,313 @@
+r"""The compiled program of a run: one chunk of steps as a ``lax.while_loop``.
+
+A step is
+
+.. math::
+    (\mathcal L_t, g_t) = \mathrm{value\_and\_grad}(\theta_t, B_t), \quad
+    (u_t, s_{t+1}) = \mathrm{update}(g_t, s_t, \theta_t), \quad
+    \theta_{t+1} = \theta_t + u_t.
+
+Everything that may change between calls without changing the program is an
+*argument*: the data, the key, the optimizer's numeric hyperparameters (the leaves of
+:func:`gdjax.optim.partition`), the run's length and the number of records in this
+chunk. What shapes the program is the hashable :class:`Program`, the jit cache key. So a
+new learning rate, a new ``steps`` or a new seed runs the same executable.
+
+Two variants of the step (``Program.careful``):
+
+* lean: the update alone, and a ``stopped`` flag raised by a non-finite loss, which also
+  ends the loop. The host runs every chunk this way;
+* careful: a step whose loss or new parameters are not finite is not applied and the run
+  freezes at the last finite parameters, recording the step. The host replays a chunk
+  that raised the flag with this variant, from the chunk's start, so a diverged run
+  keeps its last good state while the common case pays for none of the checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import NamedSharding
+
+from gdjax import optim
+
+Params = Any
+Data = Any
+LossFn = Callable[[Params, Data], jax.Array]
+
+
+class State(NamedTuple):
+    """The loop carry: everything a run needs to continue (and what a checkpoint holds)."""
+
+    params: Params
+    opt_state: optax.OptState
+    t: jax.Array  # int32: index of the next step
+    stopped: jax.Array  # bool: the run diverged; nothing changes any more
+    diverged_at: jax.Array  # int32: the step that diverged, -1 if none
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Static description of the compiled program (hashable: the jit cache key)."""
+
+    loss_fn: LossFn
+    value_and_grad: Callable | None
+    opt_static: Any  # gdjax.optim.partition(optimizer)[0]
+    capacity: int  # records a chunk can hold (its buffers' length)
+    record_every: int
+    n_examples: int | None  # m, for mini-batches
+    batch_size: int | None  # None: full batch
+    trajectory: bool
+    loss_dtype: Any  # numpy dtype of the loss
+    batch_sharding: NamedSharding | None = None
+    careful: bool = False
+    settings_axis: bool = False  # a sweep: state, key and leaves have a leading runs axis
+    batched_key: bool = False  # (sweep) one key per run
+    batched_params: bool = False  # (sweep) one initial params per run
+
+    def optimizer(self, leaves: Any) -> optax.GradientTransformation:
+        if isinstance(self.opt_static, Factory):
+            return self.opt_static(leaves)
+        return optim.combine(self.opt_static, leaves)
+
+
+@dataclasses.dataclass(frozen=True)
+class Factory:
+    """A sweep's optimizer factory as the static part: called with the (traced) settings."""
+
+    factory: Callable[..., Any]
+
+    def __call__(self, hyper: Any) -> optax.GradientTransformation:
+        opt = self.factory(**hyper)
+        if not isinstance(opt, optax.GradientTransformation):
+            raise TypeError(
+                "sweep: `optimizer(**hyperparams)` must return an optax.GradientTransformation, "
+                f"got {type(opt).__name__}."
+            )
+        return opt
+
+
+def loss_and_grads(prog: Program, params: Params, batch: Data) -> tuple[jax.Array, Params]:
+    if prog.value_and_grad is None:
+        loss, grads = jax.value_and_grad(prog.loss_fn)(params, batch)
+    else:
+        out = prog.value_and_grad(params, batch)
+        if hasattr(out, "loss") and hasattr(out, "grads"):  # gdjax.Backprop
+            loss, grads = out.loss, out.grads
+        elif isinstance(out, tuple) and len(out) == 2:
+            loss, grads = out
+        else:
+            raise TypeError(
+                "`value_and_grad(params, batch)` must return (loss, grads) or a "
+                f"gdjax.Backprop, got {type(out).__name__}."
+            )
+        if jax.tree_util.tree_structure(grads) != jax.tree_util.tree_structure(params):
+            raise ValueError(
+                "`value_and_grad` returned grads whose structure differs from params': "
+                f"{jax.tree_util.tree_structure(grads)} vs "
+                f"{jax.tree_util.tree_structure(params)}."
+            )
+    if jnp.shape(loss) != ():
+        raise ValueError(
+            f"`loss_fn` must return a scalar, got shape {jnp.shape(loss)}. Reduce it, e.g. "
+            f"with jnp.mean over the examples."
+        )
+    return loss, grads
+
+
+def permutation(key: jax.Array, epoch: jax.Array, m: int) -> jax.Array:
+    """The example order of epoch ``epoch``: a permutation drawn from ``fold_in(key, epoch)``."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), m)
+
+
+def _batch(prog: Program, data: Data, key: jax.Array, t: jax.Array, perm: jax.Array):
+    """The batch of step ``t`` and the (possibly refreshed) permutation of its epoch.
+
+    Epoch ``e = t // n_b`` visits examples in the order ``perm_e``, in ``n_b = m // b``
+    consecutive slices of ``b``; the last ``m mod b`` examples of each (different)
+    permutation are skipped that epoch.
+    """
+    if prog.batch_size is None:
+        return data, perm
+    b, m = prog.batch_size, prog.n_examples
+    n_b = m // b
+    epoch, pos = t // n_b, t % n_b
+    perm = lax.cond(pos == 0, lambda: permutation(key, epoch, m), lambda: perm)
+    idx = lax.dynamic_slice_in_dim(perm, pos * b, b)
+    batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+    if prog.batch_sharding is not None:
+        batch = lax.with_sharding_constraint(batch, prog.batch_sharding)
+    return batch, perm
+
+
+def all_finite(tree: Any) -> jax.Array:
+    checks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
+def _step(prog: Program, opt, data, key, t, state: State, perm):
+    """Step ``t``: the new state, the epoch permutation and the step's loss.
+
+    ``t`` equals ``state.t``; it is passed apart so that, in a sweep, the batch is chosen
+    by one unbatched counter for every run.
+    """
+    batch, perm = _batch(prog, data, key, t, perm)
+    loss, grads = loss_and_grads(prog, state.params, batch)
+    if isinstance(opt, optax.GradientTransformationExtraArgs):
+        updates, opt_state = opt.update(
+            grads,
+            state.opt_state,
+            state.params,
+            value=loss,
+            grad=grads,
+            value_fn=lambda p: prog.loss_fn(p, batch),
+        )
+    else:
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if not prog.careful:
+        stopped = state.stopped | ~jnp.isfinite(loss)
+        new = state._replace(params=params, opt_state=opt_state, t=state.t + 1, stopped=stopped)
+        return new, perm, loss
+
+    finite = jnp.isfinite(loss) & all_finite(params)
+    accept = finite & ~state.stopped
+    bad = ~finite & ~state.stopped
+
+    def keep(new, old):
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), new, old)
+
+    new = State(
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        t=state.t + 1,
+        stopped=state.stopped | bad,
+        diverged_at=jnp.where(bad, state.t, state.diverged_at),
+    )
+    return new, perm, loss
+
+
+def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n_records):
+    """Up to ``n_records`` records of ``record_every`` steps from step ``t0``, ending early
+    at ``n_steps`` (or, for one run, when it stops).
+
+    With ``prog.settings_axis`` the state, key and optimizer leaves carry a leading axis
+    of runs and each step is ``jax.vmap``-ed over it; the loop counter stays a scalar, so
+    the loop itself is not batched (no per-iteration select over the carry).
+
+    Returns the new state and buffers of length ``prog.capacity``: the loss (and params)
+    at the first step of each record; entries past the records made hold NaN (zeros).
+    """
+    batched = prog.settings_axis
+    key_axis = 0 if prog.batched_key else None
+
+    def one_step(state, perm, key, leaves, t):
+        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm)
+
+    def first_perm(key):
+        if prog.batch_size is None:
+            return jnp.zeros((0,), jnp.int32)
+        return permutation(key, t0 // (prog.n_examples // prog.batch_size), prog.n_examples)
+
+    if batched:
+        step = jax.vmap(one_step, in_axes=(0, 0, key_axis, 0, None))
+        n_runs = state.t.shape[0]
+        if key_axis is None:
+            perm = jnp.broadcast_to(first_perm(key), (n_runs, *first_perm(key).shape))
+        else:
+            perm = jax.vmap(first_perm)(key)
+    else:
+        step, perm = one_step, first_perm(key)
+
+    # Only a careful single run stops at the step that diverged; otherwise the loop runs
+    # the records the host asked for (they end at ``n_steps``), a lean run's flag is sticky
+    # and the host replays its chunk.
+    stop_early = prog.careful and not batched
+
+    def running(state):
+        return ~state.stopped if stop_early else True
+
+    def record(carry):
+        i, t, state, perm, losses, traj = carry
+        if prog.trajectory:
+            traj = jax.tree_util.tree_map(lambda b, p: _put(b, i, p, batched), traj, state.params)
+        state, perm, loss = step(state, perm, key, opt_leaves, t)
+        losses = _put(losses, i, loss.astype(losses.dtype), batched)
+        end = jnp.minimum(t + prog.record_every, n_steps)
+        t = t + 1
+        if prog.record_every > 1:
+
+            def more(c):
+                return (c[0] < end) & running(c[1])
+
+            def inner(c):
+                s, p, _ = step(c[1], c[2], key, opt_leaves, c[0])
+                return c[0] + 1, s, p
+
+            t, state, perm = lax.while_loop(more, inner, (t, state, perm))
+        return i + 1, t, state, perm, losses, traj
+
+    def cond(carry):
+        return (carry[0] < n_records) & running(carry[2])
+
+    lead = (state.t.shape[0],) if batched else ()
+    losses = jnp.full((*lead, prog.capacity), jnp.nan, prog.loss_dtype)
+    traj = None
+    if prog.trajectory:
+        traj = jax.tree_util.tree_map(
+            lambda p: jnp.zeros((*lead, prog.capacity, *p.shape[len(lead) :]), p.dtype),
+            state.params,
+        )
+    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj)
+    _, _, state, _, losses, traj = lax.while_loop(cond, record, carry)
+    if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
+        check = jax.vmap(all_finite) if batched else all_finite
+        state = state._replace(stopped=state.stopped | ~check(state.params))
+    return state, losses, traj
+
+
+def _put(buffer: jax.Array, i: jax.Array, value: jax.Array, batched: bool) -> jax.Array:
+    """``buffer[i] = value``, or ``buffer[:, i] = value`` for a leading axis of runs."""
+    return buffer.at[:, i].set(value) if batched else buffer.at[i].set(value)
+
+
+def init_state(prog: Program, params: Params, opt_leaves) -> State:
+    def one(params, leaves):
+        return State(
+            params=params,
+            opt_state=prog.optimizer(leaves).init(params),
+            t=jnp.zeros((), jnp.int32),
+            stopped=jnp.zeros((), bool),
+            diverged_at=jnp.full((), -1, jnp.int32),
+        )
+
+    if prog.settings_axis:
+        return jax.vmap(one, in_axes=(0 if prog.batched_params else None, 0))(params, opt_leaves)
+    return one(params, opt_leaves)
+
+
+compiled_chunk = jax.jit(run_chunk, static_argnums=0)
+compiled_init = jax.jit(init_state, static_argnums=0)
+
+
+def single_step(prog: Program, state: State, data, key, opt_leaves):
+    """One step of one run (for the planner's cost estimate; never run)."""
+    perm = jnp.arange(prog.n_examples or 0, dtype=jnp.int32)
+    return _step(prog, prog.optimizer(opt_leaves), data, key, state.t, state, perm)[0]
+
+
+def _loss_of(loss_fn: LossFn, params: Params, data: Data, batched: bool) -> jax.Array:
+    return jax.vmap(loss_fn, in_axes=(0, None))(params, data) if batched else loss_fn(params, data)
+
+
+final_loss = jax.jit(_loss_of, static_argnums=(0, 3))

@@ -1,0 +1,204 @@
+"""Engine v2: no recompiles, one engine for fit and sweep, retired runs, honest checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gdjax as gd
+from gdjax import checkpoint, train
+from gdjax.train import program, resume
+from tests.helpers import assert_tree_allclose
+
+
+def loss(params, batch):
+    X, y = batch
+    return jnp.mean((jnp.tanh(X @ params["W"]) @ params["v"] - y) ** 2)
+
+
+@pytest.fixture(scope="module")
+def run():
+    kx, kw = jax.random.split(jax.random.key(3))
+    X = jax.random.normal(kx, (40, 4))
+    y = jnp.cos(X[:, 0] - X[:, 1])
+    params = {"W": 0.5 * jax.random.normal(kw, (4, 6)), "v": jnp.ones(6) / 6}
+    return params, (X, y)
+
+
+def compiles() -> int:
+    """Compiled chunk programs so far (the jit cache of the engine's one chunk)."""
+    return program.compiled_chunk._cache_size()
+
+
+def expert_scan(params, opt, data, steps):
+    """What an expert writes: a jitted lax.scan of value_and_grad + an optax update."""
+
+    def step(carry, _):
+        p, s = carry
+        value, g = jax.value_and_grad(loss)(p, data)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), value
+
+    with jax.numpy_dtype_promotion("standard"):  # optax's own rules need it
+        (p, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), length=steps))(
+            params
+        )
+    return p, losses
+
+
+def test_new_learning_rate_beta_steps_or_key_does_not_recompile(run):
+    params, data = run
+    gd.fit(loss, params, gd.optim.adam(1e-2), data, steps=50)
+    before = compiles()
+    for opt, steps in [
+        (gd.optim.adam(3e-2), 50),
+        (gd.optim.adam(1e-3, b1=0.8, b2=0.99), 50),
+        (gd.optim.adam(1e-2), 77),
+        (gd.optim.adam(1e-2), 1000),
+    ]:
+        res = gd.fit(loss, params, opt, data, steps=steps)
+        assert res.losses.shape == (steps,)
+    assert compiles() == before
+    # mini-batches: a new seed or key is data too
+    gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=20, batch_size=8, key=0)
+    mid = compiles()
+    gd.fit(loss, params, gd.optim.sgd(0.3), data, steps=33, batch_size=8, key=jax.random.key(9))
+    assert compiles() == mid
+    # a static choice is a new program (and only then)
+    gd.fit(loss, params, gd.optim.sgd(0.1, momentum=0.9, nesterov=True), data, steps=20,
+           batch_size=8, key=0)
+    assert compiles() == mid + 1
+
+
+def test_fit_equals_the_expert_scan(run):
+    # the same optax object in both: the engine adds nothing to the arithmetic
+    params, data = run
+    for opt in (optax.adam(0.02), optax.sgd(0.1, momentum=0.9)):
+        with jax.numpy_dtype_promotion("standard"):
+            res = gd.fit(loss, params, opt, data, steps=300)
+        p, losses = expert_scan(params, opt, data, 300)
+        assert_tree_allclose(res.params, p, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(res.losses, losses, rtol=1e-6)
+
+
+def test_a_rule_with_settings_sweeps_and_member_equals_fit(run):
+    params, data = run
+    # member i = fit with setting i, to float32 rounding: vmap batches the matrix products,
+    # which may sum in another order; over 40 Adam steps that stays below 1e-4 relative
+    lrs = jnp.array([0.001, 0.01, 0.03])
+    res = gd.sweep(loss, params, gd.optim.adam(lrs, b1=0.8), data, steps=40)
+    np.testing.assert_allclose(res.settings["learning_rate"], lrs)
+    assert res.runs.losses.shape == (3, 40) and res.final_loss.shape == (3,)
+    for i, lr in enumerate(np.asarray(lrs)):
+        one = gd.fit(loss, params, gd.optim.adam(float(lr), b1=0.8), data, steps=40)
+        np.testing.assert_allclose(res.losses[i], one.losses, rtol=1e-4)
+        assert_tree_allclose(res.run(i).params, one.params, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(res.final_loss[i], one.final_loss, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"gd\.sweep"):
+        gd.fit(loss, params, gd.optim.adam(lrs), data, steps=5)
+
+
+def quadratic(params, _):
+    return 2.0 * jnp.sum(params["w"] ** 2)  # curvature 4: GD diverges above lr = 0.5
+
+
+def test_diverged_runs_retire_with_their_last_finite_state():
+    lrs = jnp.array([0.1, 0.2, 0.6, 0.7, 0.8, 1.0, 0.3])
+    res = gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(lrs), None, steps=400,
+                   chunk_size=16)
+    diverged = np.asarray(lrs) > 0.5
+    np.testing.assert_array_equal(res.diverged, diverged)
+    for i, lr in enumerate(np.asarray(lrs)):
+        one = gd.fit(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(float(lr)), None, steps=400)
+        assert int(res.diverged_at[i]) == one.diverged_at
+        np.testing.assert_array_equal(res.params["w"][i], one.params["w"])
+        np.testing.assert_array_equal(np.isnan(res.losses[i]), np.isnan(one.losses))
+    assert not diverged[res.best_index]
+    every = gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(jnp.array([0.9, 1.0])), None,
+                     steps=200)
+    assert every.best_index is None and every.best == {}
+
+
+def test_sweep_refuses_a_bad_setting_by_name():
+    with pytest.raises(ValueError, match=r"setting 1 \(learning_rate=-0\.1\)"):
+        gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3,
+                 learning_rates=[0.1, -0.1])
+    with pytest.raises(ValueError, match="momentum"):
+        gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3,
+                 hyperparams={"learning_rate": [0.1, 0.1], "momentum": [0.5, 1.0]})
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_with_another_optimizer_is_refused_saying_what_differs(run, tmp_path):
+    params, data = run
+    gd.fit(loss, params, gd.optim.adam(0.02), data, steps=30, checkpoint_dir=tmp_path)
+    for other in (gd.optim.adam(0.03), gd.optim.adam(0.02, b1=0.5), gd.optim.rmsprop(0.02)):
+        with pytest.raises(ValueError, match=r"different run \(optimizer: checkpoint"):
+            gd.fit(loss, params, other, data, steps=30, checkpoint_dir=tmp_path)
+    same = gd.fit(loss, params, gd.optim.adam(0.02), data, steps=30, checkpoint_dir=tmp_path)
+    assert same.steps == 30
+
+
+def test_checkpoint_dir_is_checked_before_training(run, tmp_path):
+    params, data = run
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    calls = []
+    counting = lambda p, b: (calls.append(1), loss(p, b))[1]  # noqa: E731
+    with pytest.raises(ValueError, match="is a file"):
+        gd.fit(counting, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=a_file)
+    with pytest.raises(ValueError, match="not writable"):
+        gd.fit(counting, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=a_file / "d")
+    assert len(calls) <= 1  # traced for its shape at most, never trained
+
+
+def test_a_second_run_on_a_held_directory_is_refused(run, tmp_path):
+    params, data = run
+    with resume.locked(tmp_path):
+        with pytest.raises(ValueError, match="in use by another run"):
+            gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=tmp_path)
+    gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=tmp_path)
+
+
+def test_a_failed_save_keeps_the_result_and_says_where_the_last_good_one_is(
+    run, tmp_path, monkeypatch
+):
+    params, data = run
+    real, n = checkpoint.save, []
+
+    def flaky(path, tree, meta):
+        if path.name == train.CHECKPOINT_NAME:
+            n.append(1)
+            if len(n) == 2:
+                raise OSError(28, "No space left on device")
+        return real(path, tree, meta)
+
+    monkeypatch.setattr(checkpoint, "save", flaky)
+    res = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=40, checkpoint_dir=tmp_path,
+                 checkpoint_every=10)
+    full = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=40)
+    assert_tree_allclose(res.params, full.params, rtol=0)
+    assert "step 20 failed" in res.checkpoint_error
+    assert "last good checkpoint" in res.checkpoint_error and "step 10" in res.checkpoint_error
+
+
+def test_checkpoint_size_does_not_grow_with_the_history(run, tmp_path):
+    params, data = run
+    sizes = []
+    for steps in (100, 2000):
+        d = tmp_path / str(steps)
+        gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=steps, checkpoint_dir=d,
+               checkpoint_every=50)
+        sizes.append(os.path.getsize(d / train.CHECKPOINT_NAME))
+    assert sizes[1] - sizes[0] < 2000  # the segment list grows by a few bytes a save
+    resumed = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2000,
+                     checkpoint_dir=tmp_path / "2000", checkpoint_every=50)
+    full = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2000)
+    np.testing.assert_array_equal(resumed.losses, full.losses)  # history from the segments
