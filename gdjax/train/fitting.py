@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -357,13 +356,13 @@ class _Run:
                 full[:kept] = x
                 if diverged and np.issubdtype(x.dtype, np.inexact):
                     full[np.arange(n_rec) * re > diverged_at] = np.nan
-                return jnp.asarray(full)
+                return full
 
             traj = jax.tree_util.tree_map(padded, stack_host(self.traj, kept))
         result = FitResult(
             params=state.params,
             opt_state=state.opt_state,
-            losses=jnp.asarray(losses),
+            losses=losses,
             final_loss=final_loss(self.prog.loss_fn, state.params, self.data, False),
             steps=diverged_at if diverged else self.steps,
             diverged=diverged,

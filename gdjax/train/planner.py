@@ -15,7 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-MAX_RECORDS = 1 << 17  # records a chunk holds at most (a 512 KiB loss buffer in float32)
+MAX_RECORDS = 1 << 16  # records a chunk holds at most
+BUFFER_BYTES = 1 << 20  # a chunk's loss buffer over all runs (filled and read every chunk)
 CHUNK_SECONDS = 0.25  # target wall time of one chunk: a few progress updates a second
 TRAJECTORY_BYTES = 1 << 28  # what a chunk's recorded parameters may take on the device
 
@@ -61,9 +62,11 @@ def _pow2_floor(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
 
-def capacity(step_s: float, record_every: int, trajectory_bytes: int = 0) -> int:
-    """Records per chunk: about ``CHUNK_SECONDS`` of steps, a power of two."""
+def capacity(step_s: float, record_every: int, trajectory_bytes: int = 0, runs: int = 1) -> int:
+    """Records per chunk: about ``CHUNK_SECONDS`` of steps, a power of two, with a loss
+    buffer of at most ``BUFFER_BYTES`` for the ``runs`` of a sweep."""
     records = int(CHUNK_SECONDS / (step_s * record_every))
+    records = min(records, BUFFER_BYTES // (4 * runs))
     if trajectory_bytes:
         records = min(records, TRAJECTORY_BYTES // max(1, trajectory_bytes))
     return _pow2_floor(min(MAX_RECORDS, max(1, records)))

@@ -240,9 +240,9 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     def record(carry):
         i, t, state, perm, losses, traj = carry
         if prog.trajectory:
-            traj = jax.tree_util.tree_map(lambda b, p: _put(b, i, p, batched), traj, state.params)
+            traj = jax.tree_util.tree_map(lambda b, p: b.at[i].set(p), traj, state.params)
         state, perm, loss = step(state, perm, key, opt_leaves, t)
-        losses = _put(losses, i, loss.astype(losses.dtype), batched)
+        losses = losses.at[i].set(loss.astype(losses.dtype))
         end = jnp.minimum(t + prog.record_every, n_steps)
         t = t + 1
         if prog.record_every > 1:
@@ -260,12 +260,13 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     def cond(carry):
         return (carry[0] < n_records) & running(carry[2])
 
+    # buffers are record-major, (capacity, runs...): record i is one contiguous write
     lead = (state.t.shape[0],) if batched else ()
-    losses = jnp.full((*lead, prog.capacity), jnp.nan, prog.loss_dtype)
+    losses = jnp.zeros((prog.capacity, *lead), prog.loss_dtype)
     traj = None
     if prog.trajectory:
         traj = jax.tree_util.tree_map(
-            lambda p: jnp.zeros((*lead, prog.capacity, *p.shape[len(lead) :]), p.dtype),
+            lambda p: jnp.zeros((prog.capacity, *p.shape), p.dtype),
             state.params,
         )
     carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj)
@@ -274,11 +275,6 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         check = jax.vmap(all_finite) if batched else all_finite
         state = state._replace(stopped=state.stopped | ~check(state.params))
     return state, losses, traj
-
-
-def _put(buffer: jax.Array, i: jax.Array, value: jax.Array, batched: bool) -> jax.Array:
-    """``buffer[i] = value``, or ``buffer[:, i] = value`` for a leading axis of runs."""
-    return buffer.at[:, i].set(value) if batched else buffer.at[i].set(value)
 
 
 def init_state(prog: Program, params: Params, opt_leaves) -> State:

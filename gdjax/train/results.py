@@ -23,14 +23,14 @@ class FitResult(NamedTuple):
     Attributes:
       params: the final parameters (the last finite ones if the run diverged).
       opt_state: the optimizer state that goes with ``params``.
-      losses: recorded losses, shape ``(T,)`` with ``T = ceil(steps / record_every)``:
-        ``losses[i]`` is the loss at ``params_t`` for ``t = i * record_every``, before that
-        step's update; NaN after a diverged step.
+      losses: recorded losses (a NumPy array, on the host), shape ``(T,)`` with
+        ``T = ceil(steps / record_every)``: ``losses[i]`` is the loss at ``params_t`` for
+        ``t = i * record_every``, before that step's update; NaN after a diverged step.
       final_loss: the loss of ``params`` on the whole data.
       steps: the number of updates applied (``diverged_at`` if the run diverged).
       diverged: whether a non-finite loss or update stopped the run.
       diverged_at: the step ``t`` whose loss/update was not finite, or −1.
-      trajectory: with ``trajectory=True``, the recorded ``params_t``, each leaf stacked
+      trajectory: with ``trajectory=True``, the recorded ``params_t`` (NumPy), each leaf stacked
         on a leading axis of length ``T`` (aligned with ``losses``); otherwise None.
       key: the PRNG key that drew the mini-batches (None for full-batch runs).
       checkpoint_error: set when a checkpoint could not be written: the error, with where

@@ -113,7 +113,7 @@ def _optimizer_parts(optimizer, learning_rates, hyperparams):
         k = optim.num_settings(optimizer)
         static, leaves = optim.partition(optimizer)
         leaves = jax.tree_util.tree_map(
-            lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))) if jnp.ndim(x) == 0 else x, leaves
+            lambda x: np.broadcast_to(np.asarray(x), (k,)) if np.ndim(x) == 0 else x, leaves
         )
         return static, leaves, optim.settings(optimizer), k
     if hasattr(optimizer, "update") or not callable(optimizer):
@@ -134,8 +134,14 @@ def _optimizer_parts(optimizer, learning_rates, hyperparams):
     return Factory(optimizer), settings, settings, k
 
 
-def _take(tree: Any, idx: np.ndarray) -> Any:
-    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+def _take(tree: Any, idx: Any) -> Any:
+    """Rows ``idx`` of every leaf, gathered on the host (no eager device op to compile)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], tree)
+
+
+def _one(tree: Any) -> Any:
+    """The shapes of one run: every leaf without its leading runs axis."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
 
 
 def _bucket(n: int, k: int) -> int:
@@ -218,8 +224,9 @@ def sweep(
 
     # ---- the K·S runs ----------------------------------------------------------------
     n_seeds = 1 if seed_arr is None else seed_arr.size
-    leaves = jax.tree_util.tree_map(lambda v: jnp.repeat(v, n_seeds, axis=0), leaves)
-    out_settings = {n: jnp.repeat(jnp.asarray(v), n_seeds) for n, v in named.items()}
+    if n_seeds > 1:
+        leaves = jax.tree_util.tree_map(lambda v: np.repeat(np.asarray(v), n_seeds, 0), leaves)
+    out_settings = {n: np.repeat(np.asarray(v), n_seeds) for n, v in named.items()}
     batched_params = batched_key = False
     run_key = None
     if seed_arr is not None:
@@ -241,7 +248,7 @@ def sweep(
     params = A.as_arrays("params", params)
     A.check_params(params)
     check_finite("params", params)
-    one_params = _take(params, 0) if batched_params else params
+    one_params = _one(params) if batched_params else params
     loss_dtype = A.check_loss(loss_fn, one_params, data, batch_size)
 
     prog = Program(
@@ -264,14 +271,10 @@ def sweep(
         cap = max(1, chunk_size // record_every)
     else:
         one = dataclasses.replace(prog, settings_axis=False)
-        args = (
-            _take(state, 0),
-            data,
-            None if run_key is None else (run_key[0] if batched_key else run_key),
-            _take(leaves, 0),
-        )
+        one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
+        args = (_one(state), data, one_key, _one(leaves))
         seconds = planner.step_seconds(one, functools.partial(single_step, one), *args)
-        cap = planner.capacity(seconds * n_runs, record_every)
+        cap = planner.capacity(seconds * n_runs, record_every, runs=n_runs)
     prog = dataclasses.replace(prog, capacity=cap)
     final = _Pool(prog, data, run_key, n_runs, steps).run(state, leaves, progress)
 
@@ -282,11 +285,11 @@ def sweep(
     runs = FitResult(
         params=final["params"],
         opt_state=final["opt_state"],
-        losses=jnp.asarray(losses),
+        losses=losses,
         final_loss=fl,
-        steps=jnp.asarray(np.where(stopped, final["diverged_at"], steps)),
-        diverged=jnp.asarray(stopped),
-        diverged_at=jnp.asarray(final["diverged_at"]),
+        steps=np.where(stopped, final["diverged_at"], steps),
+        diverged=stopped,
+        diverged_at=final["diverged_at"],
         trajectory=None,
         key=run_key,
     )
@@ -332,7 +335,7 @@ class _Pool:
                 stopped = np.asarray(end.stopped)[:n_live]
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
-                losses[live[:n_live], rows] = np.asarray(buf)[:n_live, : rows.stop - r0]
+                losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
                     size = _bucket(bad.size, self.n_runs)
@@ -342,7 +345,7 @@ class _Pool:
                     )
                     for name, value in again._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
-                    losses[live[bad], rows] = np.asarray(buf2)[: bad.size, : rows.stop - r0]
+                    losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
                 keep = np.flatnonzero(~stopped)
                 if keep.size and (stopped.any() or t_end >= self.steps):
                     for name, value in end._asdict().items():
