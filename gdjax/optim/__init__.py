@@ -10,16 +10,17 @@ Rules: :func:`gd`, :func:`sgd`, :func:`rmsprop`, :func:`adam`, :func:`adamw`,
 :func:`adagrad`. Building blocks: :mod:`gdjax.optim.transforms`. Schedules:
 :mod:`gdjax.optim.schedules`. Conventions table and equations: docs/optimizers.md.
 
-Each rule returns a :class:`Rule`: an optax transformation whose numeric hyperparameters
-are data (:func:`partition` splits them from its static choices), so ``gd.fit`` with a
-new learning rate does not compile again, and a rule built with 1-D arrays holds a sweep's
-settings (see :mod:`gdjax.optim._split`).
+Each rule returns a :class:`Rule`: an optax transformation that is a pytree of its
+numeric hyperparameters, with its other choices static (:func:`partition` splits the
+two), so ``gd.fit`` with a new learning rate does not compile again, and a rule built
+with 1-D arrays holds a sweep's K settings (see :mod:`gdjax.optim._split`).
 """
 
-from gdjax.optim import rules as _rules
-from gdjax.optim._split import Rule, combine, num_settings, partition, rule, settings
+from gdjax.optim._split import Rule, combine, num_settings, partition, setting, settings
 from gdjax.optim._util import Scalar, ScalarOrSchedule, Schedule
+from gdjax.optim.rules import RULES, adagrad, adam, adamw, gd, get, rmsprop, sgd
 from gdjax.optim.schedules import (
+    PytreeSchedule,
     constant,
     cosine_decay,
     exponential_decay,
@@ -45,22 +46,11 @@ from gdjax.optim.transforms import (
     trace,
 )
 
-RULES = {name: rule(fn) for name, fn in _rules.RULES.items()}
-"""The update rules by name, e.g. for a command-line flag or a config file."""
-gd, sgd, rmsprop = RULES["gd"], RULES["sgd"], RULES["rmsprop"]
-adam, adamw, adagrad = RULES["adam"], RULES["adamw"], RULES["adagrad"]
-
-
-def get(name: str):
-    """The rule called ``name`` (``"gd"``, ``"sgd"``, ``"rmsprop"``, ``"adam"``, ...)."""
-    _rules.get(name)  # the check, with its message
-    return RULES[name]
-
-
 __all__ = [
     "RULES",
     "AddDecayedWeightsState",
     "ChainState",
+    "PytreeSchedule",
     "Rule",
     "Scalar",
     "ScalarOrSchedule",
@@ -87,12 +77,12 @@ __all__ = [
     "partition",
     "piecewise_constant",
     "rmsprop",
-    "rule",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
+    "setting",
     "settings",
     "sgd",
     "trace",

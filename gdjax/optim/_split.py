@@ -1,249 +1,335 @@
 """Hyperparameters as data: a rule's numbers are pytree leaves, its choices are static.
 
 Every rule of :mod:`gdjax.optim` (``gd``, ``sgd``, ``adam``, ...) returns a :class:`Rule`:
-an ``optax.GradientTransformationExtraArgs`` that also remembers how it was built, the
-rule's function and its arguments. :func:`partition` splits it into
-
-* the *static* part: the function and its non-numeric arguments (``nesterov``, a dtype,
-  a schedule function, a mask), hashable and compared by value, the compile key;
-* the *leaves*: its numeric arguments (learning rate, β's, eps, weight decay) as arrays.
-
-:func:`combine` rebuilds the rule from the two, inside a compiled program with traced
-leaves (every rule takes traced scalars). So ``gd.fit`` passes the leaves as arguments and
-a new learning rate runs the same executable. Any other transformation (optax's own, an
-``optax.chain``) is one static object, compared by identity, with no leaves.
+an ``optax.GradientTransformationExtraArgs`` that is also a JAX pytree. Its leaves are
+its numeric hyperparameters (learning rate, β's, eps, weight decay, a gdjax schedule's
+numbers) and, for each β, its complement :math:`1-β` rounded once from the caller's
+number (so that the rule's ``1 - b1`` is optax's); its aux data is the rule's name and
+its other arguments (``nesterov``, dtypes, a mask, a schedule function of your own),
+hashable and compared by value. So ``jax.jit(f)(rule, ...)`` compiles once per rule and
+choice of options, whatever the numbers, and :func:`partition` / :func:`combine` split
+and rebuild any optimizer for the training engine: a rule into (hashable static, leaves);
+any other transformation (optax's own, an ``optax.chain``) into itself compared by
+identity, and no leaves.
 
 A rule built with 1-D arrays (``gd.optim.sgd(jnp.logspace(-3, 0, 64))``) holds K settings:
-each concrete element is checked as a scalar would be, :func:`num_settings` says K, and
-``gd.sweep`` (or ``jax.vmap`` over its leaves) runs them; its own ``init``/``update``
-refuse to run.
+each concrete element is checked as a scalar would be, every leaf is broadcast to
+``(K,)``, :func:`num_settings` says K, and ``gd.sweep`` (or ``jax.vmap`` over the rule)
+runs them; its own ``init``/``update`` refuse to run outside vmap.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax._validate import UsageError
+from gdjax._validate import UsageError, check_int, is_concrete
+from gdjax.optim._hyper import (
+    ById,
+    as_leaf,
+    broadcast_settings,
+    check_elements,
+    check_one_setting,
+    check_user_schedule,
+    complement,
+    freeze,
+    path_name,
+    settings_count,
+    show,
+    thaw,
+)
+from gdjax.optim._util import (
+    Beta,
+    check_beta,
+    check_eps,
+    check_learning_rate,
+    check_nonnegative,
+)
+from gdjax.optim.schedules import PytreeSchedule
 
-__all__ = ["Rule", "combine", "num_settings", "partition", "rule", "settings"]
+__all__ = ["Rule", "combine", "num_settings", "partition", "setting", "settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How a numeric argument is checked, and whether it may be a schedule or is a β."""
+
+    check: Callable[[str, Any], None]
+    schedule_ok: bool = False
+    beta: bool = False
+
+
+RATE = Kind(check_learning_rate, schedule_ok=True)
+DECAY = Kind(check_nonnegative, schedule_ok=True)  # a weight decay: a number or schedule
+BETA = Kind(check_beta, beta=True)
+EPS = Kind(check_eps)
+NONNEGATIVE = Kind(check_nonnegative)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    build: Callable[..., optax.GradientTransformation]  # keyword arguments -> a chain
+    kinds: Mapping[str, Kind]  # the numeric arguments
+    public: Callable[..., Rule]  # gd.optim.<name>, for Rule.replace
+
+
+_SPECS: dict[str, _Spec] = {}
+
+
+def register(name: str, build: Callable, kinds: Mapping[str, Kind], public: Callable) -> None:
+    """Declare rule ``name``: its chain builder, numeric arguments and public function."""
+    _SPECS[name] = _Spec(build, dict(kinds), public)
+
+
+class _Core:
+    """A rule's data; ``init``/``update`` are its bound methods (so the Rule compares and
+    hashes by this object's identity, as a closure-built transformation does)."""
+
+    __slots__ = ("complements", "hyperparams", "name", "static", "transform_")
+
+    def __init__(self, name: str, hyperparams: Any, complements: Any, static: tuple) -> None:
+        self.name, self.static = name, static
+        self.hyperparams, self.complements = hyperparams, complements
+        self.transform_ = None  # built on first use: unflatten must accept any leaves
+
+    def __getstate__(self) -> tuple:  # pickle the data, not the built closures
+        return self.name, self.hyperparams, self.complements, self.static
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)
+
+    def transform(self) -> optax.GradientTransformation:
+        if self.transform_ is None:
+            args = dict(self.hyperparams)
+            for arg, c in self.complements.items():
+                _check_complement(arg, args[arg], c)
+                args[arg] = Beta(args[arg], c)
+            args.update({arg: thaw(v) for arg, v in self.static})
+            self.transform_ = _SPECS[self.name].build(**args)
+        return self.transform_
+
+    def _check_one_setting(self) -> None:
+        check_one_setting(self.hyperparams, f"gd.optim.{self.name} rule")
+        check_one_setting(self.complements, f"gd.optim.{self.name} rule")
+
+    def init(self, params: Any) -> Any:
+        self._check_one_setting()
+        return self.transform().init(params)
+
+    def update(self, updates: Any, state: Any, params: Any = None, **extra_args: Any):
+        del extra_args  # value=, grad=, value_fn=, ...: accepted, not used
+        self._check_one_setting()
+        return self.transform().update(updates, state, params)
+
+
+def _check_complement(arg: str, beta: Any, comp: Any) -> None:
+    """A β and its stored ``1 − β`` must agree (to rounding) when both are concrete."""
+    if not (is_concrete(beta) and is_concrete(comp)):
+        return
+    b, c = np.asarray(beta, np.float64), np.asarray(comp, np.float64)
+    tol = 2 * float(np.finfo(np.asarray(comp).dtype).eps)
+    if np.any(np.abs(c - (1 - b)) > tol):
+        raise UsageError(
+            f"the rule's leaf `complements['{arg}']` ({c}) is not 1 − {arg} (1 − {b}): its "
+            f"leaves were replaced one by one. Change a hyperparameter with "
+            f"opt.replace({arg}=...), which keeps the two together."
+        )
 
 
 class Rule(optax.GradientTransformationExtraArgs):
-    """A ``gd.optim`` rule: ``init``/``update`` as optax's, plus how it was built.
+    """A ``gd.optim`` update rule: an optax transformation whose numbers are pytree leaves.
 
-    Attributes (besides the two functions): ``name`` (the rule's function name),
-    ``hyperparams`` (name -> array, the numeric arguments) and ``static`` (the rest).
+    ``init(params)`` and ``update(updates, state, params=None, **extra_args)`` are optax's.
+    ``name`` is the rule (``"adam"``), ``hyperparams`` its numeric arguments (name ->
+    array, or a gdjax schedule), ``static`` its other arguments, ``num_settings`` K for a
+    rule of K settings (else None); ``replace(**changes)`` builds the rule again with some
+    arguments changed, checked as the rule's function checks them.
     """
 
-    name: str
-    hyperparams: dict[str, jax.Array]
-    static: Any
+    __slots__ = ()
+
+    @property
+    def _core(self) -> _Core:
+        core = getattr(self.init, "__self__", None)
+        if not isinstance(core, _Core):
+            raise UsageError("this Rule was not built by a gd.optim rule function.")
+        return core
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        return dict(self._core.hyperparams)
+
+    @property
+    def static(self) -> dict[str, Any]:
+        return {arg: thaw(v) for arg, v in self._core.static}
+
+    @property
+    def num_settings(self) -> int | None:
+        return num_settings(self)
 
     def replace(self, **changes: Any) -> Rule:
         """The same rule with some arguments changed, e.g. ``opt.replace(learning_rate=0.01)``."""
-        return self.static.build({**self.hyperparams, **changes})
+        core = self._core
+        args = {**self.hyperparams, **self.static}
+        for arg, c in core.complements.items():  # an unchanged β keeps its complement
+            args[arg] = Beta(args[arg], c)
+        return _SPECS[core.name].public(**{**args, **changes})
+
+    def __repr__(self) -> str:
+        try:
+            core = self._core
+        except UsageError:
+            return super().__repr__()
+        shown = [f"{a}={show(v)}" for a, v in core.hyperparams.items()]
+        shown += [f"{a}={show(thaw(v))}" for a, v in core.static]
+        return f"gd.optim.{core.name}({', '.join(shown)})"
 
 
-class _Static:
-    """The static part of a rule: its function and non-numeric arguments (hashable)."""
+def _new(name: str, hyperparams: Any, complements: Any, static: tuple) -> Rule:
+    core = _Core(name, hyperparams, complements, static)
+    return Rule(core.init, core.update)
 
-    __slots__ = ("fn", "items", "key")
 
-    def __init__(self, fn: Callable, items: tuple[tuple[str, Any], ...]):
-        self.fn, self.items = fn, items
-        self.key = (fn, tuple((k, _hashable(v)) for k, v in items))
+def _flatten_with_keys(rule: Rule):
+    core = rule._core
+    children = (
+        (jax.tree_util.GetAttrKey("hyperparams"), core.hyperparams),
+        (jax.tree_util.GetAttrKey("complements"), core.complements),
+    )
+    return children, (core.name, core.static)
+
+
+jax.tree_util.register_pytree_with_keys(
+    Rule,
+    _flatten_with_keys,
+    lambda aux, children: _new(aux[0], children[0], children[1], aux[1]),
+    flatten_func=lambda r: ((r._core.hyperparams, r._core.complements), (r.name, r._core.static)),
+)
+
+
+def make(name: str, **args: Any) -> Rule:
+    """Rule ``name`` from its arguments: numbers to checked leaves, the rest static.
+
+    A rule function calls ``make(name, **locals())`` first thing after its checks, so
+    ``args`` are exactly its arguments.
+    """
+    spec = _SPECS[name]
+    hyper, comps, static = {}, {}, {}
+    for arg, value in args.items():
+        kind = spec.kinds.get(arg)
+        if kind is None or value is None:
+            static[arg] = freeze(value)
+        elif kind.schedule_ok and isinstance(value, PytreeSchedule):
+            hyper[arg] = value
+        elif kind.schedule_ok and callable(value):
+            check_user_schedule(arg, value)
+            static[arg] = freeze(value)
+        else:
+            given = value.value if isinstance(value, Beta) else value
+            leaf = as_leaf(arg, given)
+            check_elements(arg, leaf, kind.check)
+            hyper[arg] = leaf
+            if kind.beta:
+                comp = value.complement if isinstance(value, Beta) else None
+                comps[arg] = complement(given, leaf) if comp is None else as_leaf(arg, comp)
+    k = settings_count(hyper)
+    hyper, comps = broadcast_settings((hyper, comps), k)
+    rule = _new(name, hyper, comps, tuple(sorted(static.items())))
+    # Build one setting now, so that a bad option is refused here and not at init.
+    (setting(rule, 0) if k is not None else rule)._core.transform()
+    return rule
+
+
+# ---------------------------------------------------------------------------------------
+# For the training engine.
+
+
+class RuleStatic:
+    """The static part of a rule: name, options and leaf structure (hashable, by value)."""
+
+    __slots__ = ("key", "name", "static")
+
+    def __init__(self, name: str, static: tuple, treedef: Any) -> None:
+        self.name, self.static, self.key = name, static, (name, static, treedef)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Static) and self.key == other.key
+        return isinstance(other, RuleStatic) and other.key == self.key
 
     def __hash__(self) -> int:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={_describe(v)}" for k, v in self.items)
-        return f"gd.optim.{self.fn.__name__}({args})"
-
-    def build(self, leaves: dict[str, Any]) -> Any:
-        return self.fn(**dict(self.items), **leaves)
+        return f"gd.optim.{self.name}({', '.join(f'{a}={show(thaw(v))}' for a, v in self.static)})"
 
 
-class _Whole:
-    """Any other transformation as a static part: compared and hashed by identity."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any):
-        self.obj = obj
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Whole) and other.obj is self.obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
+class Opaque(ById):
+    """Any other transformation as a static part: itself, compared and hashed by identity."""
 
     def __repr__(self) -> str:
         return f"{type(self.obj).__module__}.{type(self.obj).__qualname__} (opaque)"
 
 
-class _ById:
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any):
-        self.obj = obj
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ById) and other.obj is self.obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-
-def _hashable(v: Any) -> Any:
-    try:
-        hash(v)
-    except TypeError:
-        return _ById(v)
-    return v
-
-
-def _describe(v: Any) -> str:
-    if callable(v):
-        return getattr(v, "__qualname__", type(v).__name__)
-    return repr(v)
-
-
-def _is_number(v: Any) -> bool:
-    if isinstance(v, bool | np.bool_) or v is None or callable(v):
-        return False
-    if isinstance(v, int | float | np.integer | np.floating):
-        return True
-    dtype = getattr(v, "dtype", None)
-    return (
-        dtype is not None
-        and (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
-        and np.ndim(v) <= 1
-    )
-
-
-def _as_leaf(v: Any) -> jax.Array:
-    if isinstance(v, jax.core.Tracer):
-        return v
-    if np.ndim(v) == 0:
-        return jnp.asarray(float(v)) if not hasattr(v, "dtype") else _float(jnp.asarray(v))
-    return _float(jnp.asarray(v))
-
-
-def _float(x: jax.Array) -> jax.Array:
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
-def _refusing(k: int, name: str) -> Callable:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise UsageError(
-            f"gd.optim.{name} holds {k} settings of its hyperparameters; it runs inside "
-            f"gd.sweep (or under jax.vmap over its leaves), not on its own. For one run, "
-            f"build it with scalars."
-        )
-
-    return refuse
-
-
-def rule(fn: Callable[..., optax.GradientTransformation]) -> Callable[..., Rule]:
-    """Make a rule function return a :class:`Rule` (numbers as leaves, the rest static)."""
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def build(*args: Any, **kwargs: Any) -> Rule:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        leaves = {k: _as_leaf(v) for k, v in bound.arguments.items() if _is_number(v)}
-        static = _Static(
-            build, tuple((k, v) for k, v in bound.arguments.items() if k not in leaves)
-        )
-        k = settings_count(leaves)
-        if k is None:
-            inner = fn(**bound.arguments)  # as given: Python numbers stay Python numbers
-            init, update = inner.init, inner.update
-            if not isinstance(inner, optax.GradientTransformationExtraArgs):
-                update = _extra_args(inner.update)
-        else:
-            _check_each(fn, static, leaves, k)
-            init = update = _refusing(k, fn.__name__)
-        out = Rule(init, update)
-        out.name, out.hyperparams, out.static = fn.__name__, leaves, static
-        return out
-
-    return build
-
-
-def _extra_args(update: Callable) -> Callable:
-    def with_extra(updates, state, params=None, **extra_args):
-        del extra_args
-        return update(updates, state, params)
-
-    return with_extra
-
-
-def settings_count(leaves: dict[str, Any]) -> int | None:
-    """K when some leaves are 1-D of length K (all such must agree), else None."""
-    sizes = {k: int(np.shape(v)[0]) for k, v in leaves.items() if np.ndim(v) == 1}
-    if not sizes:
-        return None
-    if len(set(sizes.values())) > 1:
-        raise UsageError(
-            f"hyperparameter arrays of different lengths: {sizes}; pass arrays of one "
-            f"length K (setting i takes element i of each), e.g. from gd.train.grid."
-        )
-    if 0 in sizes.values():
-        raise UsageError(f"hyperparameter arrays must not be empty, got {sizes}.")
-    return next(iter(sizes.values()))
-
-
-def _check_each(fn: Callable, static: _Static, leaves: dict[str, Any], k: int) -> None:
-    """Build setting ``i`` with concrete scalars, so each is checked as a scalar is."""
-    host = {n: np.asarray(v) for n, v in leaves.items()}
-    for i in range(k):
-        one = {n: (v[i] if v.ndim else v).item() for n, v in host.items()}
-        try:
-            fn(**dict(static.items), **one)
-        except (ValueError, TypeError) as err:
-            batched = [n for n, v in host.items() if v.ndim]
-            at = ", ".join(f"{n}[{i}] = {one[n]!r}" for n in batched)
-            raise UsageError(
-                f"gd.optim.{fn.__name__}: setting {i} ({at}) is refused: {err}"
-            ) from None
-
-
 def partition(opt: Any) -> tuple[Any, Any]:
-    """``(static, leaves)`` of an optimizer; see the module docstring."""
+    """``(static, leaves)`` of an optimizer, with ``combine(static, leaves)`` the same one.
+
+    A gd.optim rule: ``static`` (hashable, equal for two rules that differ only in their
+    numbers) and ``leaves``, a dict ``{"hyperparams": ..., "complements": ...}`` of
+    arrays. Any other transformation: ``static`` wraps it (compared by identity), no leaves.
+    """
     if isinstance(opt, Rule):
-        return opt.static, dict(opt.hyperparams)
-    return _Whole(opt), ()
+        core = opt._core
+        leaves = {"hyperparams": dict(core.hyperparams), "complements": dict(core.complements)}
+        return RuleStatic(core.name, core.static, jax.tree.structure(leaves)), leaves
+    return Opaque(opt), ()
 
 
 def combine(static: Any, leaves: Any) -> Any:
     """The optimizer with these leaves (possibly traced): the inverse of :func:`partition`."""
-    if isinstance(static, _Whole):
+    if isinstance(static, Opaque):
         return static.obj
-    return static.build(leaves)
+    if not isinstance(static, RuleStatic):
+        raise UsageError(f"`static` must come from gd.optim.partition, got {static!r}.")
+    return _new(static.name, leaves["hyperparams"], leaves["complements"], static.static)
 
 
 def num_settings(opt: Any) -> int | None:
-    """K for a rule built with 1-D arrays of K settings, else None."""
-    return settings_count(opt.hyperparams) if isinstance(opt, Rule) else None
+    """K for a rule (or schedule) built with 1-D arrays of K settings, else None."""
+    if isinstance(opt, Rule):
+        return settings_count((opt._core.hyperparams, opt._core.complements))
+    if isinstance(opt, PytreeSchedule):
+        return opt.num_settings
+    return None
 
 
-def settings(opt: Any) -> dict[str, jax.Array]:
-    """The swept hyperparameters of a K-setting rule, name -> ``(K,)`` (scalars broadcast
-    only where another argument is swept)."""
-    if not isinstance(opt, Rule) or num_settings(opt) is None:
+def setting(opt: Rule, i: int) -> Rule:
+    """Setting ``i`` of a rule of K settings, as a rule of one."""
+    k = num_settings(opt)
+    if k is None:
+        raise UsageError("`opt` holds one setting: it is its own setting 0.")
+    i = check_int("i", i, minimum=0)
+    if i >= k:
+        raise UsageError(f"`i` must be below the rule's {k} settings, got {i}.")
+    return jax.tree.map(lambda x: x[i], opt)
+
+
+def settings(opt: Any) -> dict[str, Any]:
+    """The swept hyperparameters of a rule of K settings, name -> ``(K,)`` array.
+
+    Those whose values differ between settings (or are traced); all of them when every
+    setting is the same. ``{}`` for a rule of one setting or another transformation.
+    """
+    if num_settings(opt) is None or not isinstance(opt, Rule):
         return {}
-    return {n: v for n, v in opt.hyperparams.items() if np.ndim(v) == 1}
+    flat = jax.tree_util.tree_flatten_with_path(opt._core.hyperparams)[0]
+    named = {path_name(path): leaf for path, leaf in flat}
+    varying = {n: v for n, v in named.items() if not is_concrete(v) or np.ptp(np.asarray(v)) != 0}
+    return varying or named

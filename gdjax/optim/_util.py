@@ -1,16 +1,16 @@
 """Helpers shared by the update rules: hyperparameter checks, dtype casts, leafwise maps.
 
-Hyperparameters are kept exactly as the caller gave them (a Python number stays a Python
-number, a traced scalar stays a tracer) and are cast to a gradient leaf's dtype only where
-they meet it. That keeps every rule traceable (``jax.vmap`` over a learning rate is one
-compilation) and keeps Python-number arithmetic such as ``1 - b1`` in double precision,
-exactly as optax does it, so the two agree bit for bit.
+A transform keeps its hyperparameters as it is given them (a Python number, an array, a
+tracer) and casts each to a gradient leaf's dtype only where they meet. A decay rate β may
+come as a :class:`Beta`, β together with :math:`1-β` each rounded once from the caller's
+number: the rules of :mod:`gdjax.optim.rules` store both as pytree leaves, so that their
+``1 - b1`` is optax's (rounded from double precision), not ``1 - float32(b1)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,27 @@ ScalarOrSchedule: TypeAlias = Scalar | Schedule
 
 _INT32_MAX = np.iinfo(np.int32).max
 
+STATE_OF = "the optimizer state (made by init from params)"
+
+
+class Beta(NamedTuple):
+    """A decay rate β and its complement :math:`1-β`, each rounded once to its dtype.
+
+    ``1 - float32(β)`` is exact but is not ``float32(1 - β)``: for β = 0.999 the two differ
+    by 1.3e-5 relative. Keeping the complement rounded from the caller's number keeps the
+    rules equal to optax's (which computes ``1 - β`` on a Python float) bit for bit.
+    """
+
+    value: Any
+    complement: Any
+
+
+def beta_parts(h: Any) -> tuple[Any, Any]:
+    """``(β, 1 − β)``: a :class:`Beta`'s two parts, else ``1 − β`` in ``β``'s own precision."""
+    if isinstance(h, Beta):
+        return h.value, h.complement
+    return h, 1 - h
+
 
 def cast(h: Scalar, like: jax.Array) -> jax.Array:
     """The hyperparameter ``h`` as an array of ``like``'s dtype."""
@@ -55,7 +76,7 @@ def debias(decay: Scalar, count: jax.Array, like: jax.Array) -> jax.Array:
     The power is taken in the hyperparameter's own float precision (double for a Python
     number under x64) and rounded once at the end, so ``1 - 0.999ᵗ`` keeps its digits.
     """
-    d = as_float(decay)
+    d = as_float(beta_parts(decay)[0])
     return (1 - jax.lax.pow(d, count)).astype(jnp.result_type(like))
 
 
@@ -109,6 +130,7 @@ def check_eps(arg: str, value: Any) -> None:
 
 def check_beta(arg: str, value: Any) -> None:
     """A decay rate in [0, 1): at 1 the average never forgets and never moves."""
+    value = beta_parts(value)[0]
     check_scalar(arg, value)
     check_in_range(arg, value, 0.0, 1.0)
 

@@ -1,14 +1,16 @@
 r"""The update rules: gradient descent and its variants.
 
-Each function returns an :class:`optax.GradientTransformation`, a chain of the small
-transforms in :mod:`gdjax.optim.transforms`. Arguments shared with optax's function of
-the same name have optax's names and defaults, and with the same arguments the updates
-are the same step by step. Options that optax does not have (``momentum_style``,
-``bias_correction`` for Adam, ``weight_decay_style``, ``eps_in_sqrt`` for AdaGrad) encode
-the conventions of PyTorch and of the course notes; docs/optimizers.md has the table.
+Each function returns a :class:`~gdjax.optim.Rule`: an optax transformation (a chain of
+the small transforms in :mod:`gdjax.optim.transforms`, built from the rule's leaves) that
+is also a pytree of its numeric hyperparameters (:mod:`gdjax.optim._split`). Arguments
+shared with optax's function of the same name have optax's names and defaults, and with
+the same arguments the updates are the same step by step. Options that optax does not
+have (``momentum_style``, ``bias_correction`` for Adam, ``weight_decay_style``,
+``eps_in_sqrt`` for AdaGrad) encode the conventions of PyTorch and of the course notes;
+docs/optimizers.md has the table.
 
-Every numeric hyperparameter may be a traced JAX scalar, so a sweep can build the
-optimizer inside ``jax.vmap``; every learning rate may be a schedule.
+Every numeric hyperparameter may be a traced JAX scalar (a sweep may build the rule
+inside ``jax.vmap``) or a 1-D array of K settings; every learning rate may be a schedule.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import optax
-
 from gdjax._validate import check_bool, check_choice
+from gdjax.optim._split import BETA, DECAY, EPS, NONNEGATIVE, RATE, Rule, make, register
 from gdjax.optim._util import Scalar, ScalarOrSchedule
 from gdjax.optim.transforms import (
     MomentumStyle,
@@ -37,12 +38,19 @@ __all__ = ["RULES", "adagrad", "adam", "adamw", "gd", "get", "rmsprop", "sgd"]
 WeightDecayStyle = Literal["decoupled", "independent", "l2"]
 
 
-def gd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
+def gd(learning_rate: ScalarOrSchedule) -> Rule:
     r"""Plain gradient descent: :math:`w \leftarrow w - \alpha g`.
 
     Applied to a mini-batch gradient this is mini-batch (stochastic) gradient descent.
     """
+    return make("gd", **locals())  # the arguments, as given
+
+
+def _gd(learning_rate):
     return chain(scale_by_learning_rate(learning_rate))
+
+
+register("gd", _gd, {"learning_rate": RATE}, gd)
 
 
 def sgd(
@@ -52,7 +60,7 @@ def sgd(
     accumulator_dtype: Any = None,
     *,
     momentum_style: MomentumStyle = "trace",
-) -> optax.GradientTransformation:
+) -> Rule:
     r"""Gradient descent with optional (Nesterov) momentum.
 
     .. math::
@@ -65,12 +73,19 @@ def sgd(
     """
     check_bool("nesterov", nesterov)
     check_choice("momentum_style", momentum_style, ("trace", "ema"))
+    return make("sgd", **locals())  # the arguments, as given
+
+
+def _sgd(learning_rate, momentum, nesterov, accumulator_dtype, momentum_style):
     if momentum is None:
         return chain(scale_by_learning_rate(learning_rate))
     return chain(
         trace(momentum, nesterov, accumulator_dtype, momentum_style=momentum_style),
         scale_by_learning_rate(learning_rate),
     )
+
+
+register("sgd", _sgd, {"learning_rate": RATE, "momentum": BETA}, sgd)
 
 
 def rmsprop(
@@ -83,7 +98,7 @@ def rmsprop(
     momentum: Scalar | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
-) -> optax.GradientTransformation:
+) -> Rule:
     r"""RMSprop: divide the gradient by a running root mean square of its history.
 
     .. math::
@@ -96,6 +111,13 @@ def rmsprop(
     :math:`v_t = \mu v_{t-1} + \alpha_t g_t/\sqrt{s_t+\epsilon}`, :math:`w_t = w_{t-1} - v_t`).
     """
     check_bool("nesterov", nesterov)
+    return make("rmsprop", **locals())  # the arguments, as given
+
+
+def _rmsprop(
+    learning_rate, decay, eps, initial_scale, eps_in_sqrt, centered, momentum, nesterov,
+    bias_correction,
+):  # fmt: skip
     transforms = [
         scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered),
         scale_by_learning_rate(learning_rate),
@@ -103,6 +125,15 @@ def rmsprop(
     if momentum is not None:
         transforms.append(trace(momentum, nesterov))
     return chain(*transforms)
+
+
+register(
+    "rmsprop",
+    _rmsprop,
+    {"learning_rate": RATE, "decay": BETA, "eps": EPS, "initial_scale": NONNEGATIVE,
+     "momentum": BETA},
+    rmsprop,
+)  # fmt: skip
 
 
 def adam(
@@ -115,7 +146,7 @@ def adam(
     *,
     nesterov: bool = False,
     bias_correction: bool = True,
-) -> optax.GradientTransformation:
+) -> Rule:
     r"""Adam: momentum on the gradient, RMSprop on its scale, both bias-corrected.
 
     .. math::
@@ -127,12 +158,22 @@ def adam(
     with :math:`\bar\epsilon` = ``eps_root``. ``bias_correction=False`` drops the two
     divisions; ``nesterov=True`` is NAdam.
     """
+    check_bool("nesterov", nesterov)
+    check_bool("bias_correction", bias_correction)
+    return make("adam", **locals())  # the arguments, as given
+
+
+def _adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, bias_correction):
     return chain(
         scale_by_adam(
             b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, bias_correction=bias_correction
         ),
         scale_by_learning_rate(learning_rate),
     )
+
+
+_ADAM_KINDS = {"learning_rate": RATE, "b1": BETA, "b2": BETA, "eps": EPS, "eps_root": NONNEGATIVE}
+register("adam", _adam, _ADAM_KINDS, adam)
 
 
 def adamw(
@@ -148,7 +189,7 @@ def adamw(
     nesterov: bool = False,
     bias_correction: bool = True,
     weight_decay_style: WeightDecayStyle = "decoupled",
-) -> optax.GradientTransformation:
+) -> Rule:
     r"""Adam with weight decay :math:`\lambda` = ``weight_decay``.
 
     Where the decay enters is ``weight_decay_style``:
@@ -165,6 +206,15 @@ def adamw(
     weights that decay.
     """
     check_choice("weight_decay_style", weight_decay_style, ("decoupled", "independent", "l2"))
+    check_bool("nesterov", nesterov)
+    check_bool("bias_correction", bias_correction)
+    return make("adamw", **locals())  # the arguments, as given
+
+
+def _adamw(
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov,
+    bias_correction, weight_decay_style,
+):  # fmt: skip
     direction = scale_by_adam(
         b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, bias_correction=bias_correction
     )
@@ -178,13 +228,16 @@ def adamw(
     )
 
 
+register("adamw", _adamw, {**_ADAM_KINDS, "weight_decay": DECAY}, adamw)
+
+
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: Scalar = 0.1,
     eps: Scalar = 1e-7,
     *,
     eps_in_sqrt: bool = True,
-) -> optax.GradientTransformation:
+) -> Rule:
     r"""AdaGrad: divide by the root of the sum of all squared gradients so far.
 
     .. math::
@@ -194,13 +247,25 @@ def adagrad(
     PyTorch's :math:`g_t / (\sqrt{G_t} + \epsilon)` (PyTorch's defaults are
     ``initial_accumulator_value=0``, ``eps=1e-10``).
     """
+    check_bool("eps_in_sqrt", eps_in_sqrt)
+    return make("adagrad", **locals())  # the arguments, as given
+
+
+def _adagrad(learning_rate, initial_accumulator_value, eps, eps_in_sqrt):
     return chain(
         scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
         scale_by_learning_rate(learning_rate),
     )
 
 
-RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
+register(
+    "adagrad",
+    _adagrad,
+    {"learning_rate": RATE, "initial_accumulator_value": NONNEGATIVE, "eps": EPS},
+    adagrad,
+)
+
+RULES: dict[str, Callable[..., Rule]] = {
     "gd": gd,
     "sgd": sgd,
     "rmsprop": rmsprop,
@@ -211,7 +276,7 @@ RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
 """The update rules by name, e.g. for a command-line flag or a config file."""
 
 
-def get(name: str) -> Callable[..., optax.GradientTransformation]:
+def get(name: str) -> Callable[..., Rule]:
     """The rule called ``name`` (``"gd"``, ``"sgd"``, ``"rmsprop"``, ``"adam"``, ...)."""
     if name not in RULES:
         raise ValueError(
