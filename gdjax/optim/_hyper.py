@@ -139,14 +139,26 @@ def complement(value: Any, leaf: Any) -> Any:
 
 
 def check_elements(arg: str, leaf: Any, check: Callable[[str, Any], None]) -> None:
-    """``check(name, scalar)`` on a concrete scalar leaf, or on each ``arg[i]`` of a 1-D one."""
+    """``check(name, scalar)`` on a concrete scalar leaf, or on the elements of a 1-D one
+    that decide it.
+
+    Every check of a hyperparameter is an interval (positive, non-negative, in [0, 1),
+    finite), so a 1-D leaf passes exactly when its first non-finite element (if any), its
+    smallest and its largest pass: three checks, not K, and the error names the element.
+    """
     if not is_concrete(leaf):
         return
     if np.ndim(leaf) == 0:
         check(arg, leaf)
         return
-    for i, x in enumerate(np.asarray(leaf)):
-        check(f"{arg}[{i}]", x)
+    values = np.asarray(leaf)
+    finite = np.isfinite(values)
+    picks = np.flatnonzero(~finite)[:1].tolist()
+    if finite.any():
+        masked = np.where(finite, values, np.nan)
+        picks += [int(np.nanargmin(masked)), int(np.nanargmax(masked))]
+    for i in dict.fromkeys(picks):
+        check(f"{arg}[{i}]", values[i])
 
 
 def path_name(path: tuple) -> str:
