@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -202,3 +203,18 @@ def test_checkpoint_size_does_not_grow_with_the_history(run, tmp_path):
                      checkpoint_dir=tmp_path / "2000", checkpoint_every=50)
     full = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2000)
     np.testing.assert_array_equal(resumed.losses, full.losses)  # history from the segments
+
+
+def test_a_compile_says_why(run, caplog):
+    params, data = run
+
+    def fresh_loss(p, b):
+        return loss(p, b)
+
+    with caplog.at_level(logging.INFO, logger="gdjax"):
+        gd.fit(fresh_loss, params, gd.optim.sgd(0.1), data, steps=5)
+        gd.fit(fresh_loss, params, gd.optim.sgd(0.3), data, steps=9)  # data, not code
+        gd.fit(fresh_loss, params, gd.optim.sgd(0.1, momentum=0.9, nesterov=True), data, steps=5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gdjax"]
+    assert len(lines) == 2 and "first program" in lines[0]
+    assert "new static setting opt_static=" in lines[1] and "nesterov" in lines[1]

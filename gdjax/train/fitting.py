@@ -27,6 +27,7 @@ from gdjax.train.program import (
     compiled_chunk,
     compiled_init,
     final_loss,
+    log_compile,
     single_step,
 )
 from gdjax.train.results import DivergenceError, FitResult
@@ -239,6 +240,7 @@ def _prepare(
         traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
         cap = planner.capacity(seconds, record_every, traj_bytes)
     prog = dataclasses.replace(prog, capacity=cap)
+    log_compile(prog)
     return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params), state
 
 

@@ -30,6 +30,7 @@ from gdjax.train.program import (
     compiled_chunk,
     compiled_init,
     final_loss,
+    log_compile,
     single_step,
 )
 from gdjax.train.results import FitResult, SweepResult
@@ -276,6 +277,7 @@ def sweep(
         seconds = planner.step_seconds(one, functools.partial(single_step, one), *args)
         cap = planner.capacity(seconds * n_runs, record_every, runs=n_runs)
     prog = dataclasses.replace(prog, capacity=cap)
+    log_compile(prog)
     final = _Pool(prog, data, run_key, n_runs, steps).run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
