@@ -71,8 +71,15 @@ def test_new_learning_rate_beta_steps_or_key_does_not_recompile(run):
     gd.fit(loss, params, gd.optim.sgd(0.3), data, steps=33, batch_size=8, key=jax.random.key(9))
     assert compiles() == mid
     # a static choice is a new program (and only then)
-    gd.fit(loss, params, gd.optim.sgd(0.1, momentum=0.9, nesterov=True), data, steps=20,
-           batch_size=8, key=0)
+    gd.fit(
+        loss,
+        params,
+        gd.optim.sgd(0.1, momentum=0.9, nesterov=True),
+        data,
+        steps=20,
+        batch_size=8,
+        key=0,
+    )
     assert compiles() == mid + 1
 
 
@@ -110,8 +117,7 @@ def quadratic(params, _):
 
 def test_diverged_runs_retire_with_their_last_finite_state():
     lrs = jnp.array([0.1, 0.2, 0.6, 0.7, 0.8, 1.0, 0.3])
-    res = gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(lrs), None, steps=400,
-                   chunk_size=16)
+    res = gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(lrs), None, steps=400, chunk_size=16)
     diverged = np.asarray(lrs) > 0.5
     np.testing.assert_array_equal(res.diverged, diverged)
     for i, lr in enumerate(np.asarray(lrs)):
@@ -120,18 +126,26 @@ def test_diverged_runs_retire_with_their_last_finite_state():
         np.testing.assert_array_equal(res.params["w"][i], one.params["w"])
         np.testing.assert_array_equal(np.isnan(res.losses[i]), np.isnan(one.losses))
     assert not diverged[res.best_index]
-    every = gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(jnp.array([0.9, 1.0])), None,
-                     steps=200)
+    every = gd.sweep(
+        quadratic, {"w": jnp.ones(2)}, gd.optim.sgd(jnp.array([0.9, 1.0])), None, steps=200
+    )
     assert every.best_index is None and every.best == {}
 
 
 def test_sweep_refuses_a_bad_setting_by_name():
     with pytest.raises(ValueError, match=r"setting 1 \(learning_rate=-0\.1\)"):
-        gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3,
-                 learning_rates=[0.1, -0.1])
+        gd.sweep(
+            quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3, learning_rates=[0.1, -0.1]
+        )
     with pytest.raises(ValueError, match="momentum"):
-        gd.sweep(quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3,
-                 hyperparams={"learning_rate": [0.1, 0.1], "momentum": [0.5, 1.0]})
+        gd.sweep(
+            quadratic,
+            {"w": jnp.ones(2)},
+            gd.optim.sgd,
+            None,
+            steps=3,
+            hyperparams={"learning_rate": [0.1, 0.1], "momentum": [0.5, 1.0]},
+        )
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -182,8 +196,15 @@ def test_a_failed_save_keeps_the_result_and_says_where_the_last_good_one_is(
         return real(path, tree, meta)
 
     monkeypatch.setattr(checkpoint, "save", flaky)
-    res = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=40, checkpoint_dir=tmp_path,
-                 checkpoint_every=10)
+    res = gd.fit(
+        loss,
+        params,
+        gd.optim.sgd(0.1),
+        data,
+        steps=40,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=10,
+    )
     full = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=40)
     assert_tree_allclose(res.params, full.params, rtol=0)
     assert "step 20 failed" in res.checkpoint_error
@@ -195,12 +216,26 @@ def test_checkpoint_size_does_not_grow_with_the_history(run, tmp_path):
     sizes = []
     for steps in (100, 2000):
         d = tmp_path / str(steps)
-        gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=steps, checkpoint_dir=d,
-               checkpoint_every=50)
+        gd.fit(
+            loss,
+            params,
+            gd.optim.sgd(0.1),
+            data,
+            steps=steps,
+            checkpoint_dir=d,
+            checkpoint_every=50,
+        )
         sizes.append(os.path.getsize(d / train.CHECKPOINT_NAME))
     assert sizes[1] - sizes[0] < 2000  # the segment list grows by a few bytes a save
-    resumed = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2000,
-                     checkpoint_dir=tmp_path / "2000", checkpoint_every=50)
+    resumed = gd.fit(
+        loss,
+        params,
+        gd.optim.sgd(0.1),
+        data,
+        steps=2000,
+        checkpoint_dir=tmp_path / "2000",
+        checkpoint_every=50,
+    )
     full = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2000)
     np.testing.assert_array_equal(resumed.losses, full.losses)  # history from the segments
 
@@ -218,3 +253,32 @@ def test_a_compile_says_why(run, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "gdjax"]
     assert len(lines) == 2 and "first program" in lines[0]
     assert "new static setting opt_static=" in lines[1] and "nesterov" in lines[1]
+
+
+def test_a_directory_held_by_another_process_is_refused(run, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from gdjax.train import resume\n"
+            "with resume.locked(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        params, data = run
+        with pytest.raises(ValueError, match="in use by another run"):
+            gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    time.sleep(0.1)  # the system released the lock with the process
+    gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=tmp_path)
