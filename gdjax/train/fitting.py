@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from gdjax.train.program import (
     compiled_chunk,
     compiled_init,
     final_loss,
-    log_compile,
-    single_step,
 )
 from gdjax.train.results import DivergenceError, FitResult
 
@@ -232,15 +229,10 @@ def _prepare(
         batch_sharding=batch_sharding,
     )
     state = compiled_init(prog, params, opt_leaves)
-    if chunk_size is not None:
-        cap = max(1, chunk_size // record_every)
-    else:
-        one_step = functools.partial(single_step, prog)
-        seconds = planner.step_seconds(prog, one_step, state, data, key, opt_leaves)
-        traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
-        cap = planner.capacity(seconds, record_every, traj_bytes)
-    prog = dataclasses.replace(prog, capacity=cap)
-    log_compile(prog)
+    traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
+    prog = planner.sized(
+        prog, chunk_size, (state, data, key, opt_leaves), trajectory_bytes=traj_bytes
+    )
     return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params), state
 
 

@@ -83,11 +83,9 @@ def last_finite(losses: np.ndarray) -> float | None:
     return float(finite[-1]) if finite.size else None
 
 
-def stack_host(chunks: list[Any], n: int, axis: int = 0) -> Any:
-    """Concatenate per-chunk stacked trees on the host along ``axis``; keep ``n`` rows."""
-    return jax.tree_util.tree_map(
-        lambda *xs: np.take(np.concatenate(xs, axis=axis), np.arange(n), axis=axis), *chunks
-    )
+def stack_host(chunks: list[Any], n: int) -> Any:
+    """Concatenate per-chunk stacked trees on the host; keep the first ``n`` rows."""
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *chunks)
 
 
 def nan_after(losses: np.ndarray, diverged_at: np.ndarray, record_every: int) -> np.ndarray:

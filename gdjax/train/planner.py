@@ -9,6 +9,8 @@ recorded trajectory, and a run of another length reuses the program.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -77,3 +79,22 @@ def chunk_records(t: int, steps: int, record_every: int, cap: int, every: int | 
     and at the next multiple of ``every`` (checkpoints fall on its multiples)."""
     end = steps if every is None else min(steps, (t // every + 1) * every)
     return max(1, min(cap, -(-(end - t) // record_every)))
+
+
+def sized(
+    prog: Any, chunk_size: int | None, one_run: tuple, *, runs: int = 1, trajectory_bytes: int = 0
+) -> Any:
+    """``prog`` with its chunk capacity: from ``chunk_size`` steps, or from XLA's cost of one
+    step of one run (``one_run``: its state, data, key and optimizer leaves, arrays or
+    shapes) times ``runs``. Logs why, when this is a program not built before."""
+    from gdjax.train.program import log_compile, single_step
+
+    if chunk_size is not None:
+        cap = max(1, chunk_size // prog.record_every)
+    else:
+        one = dataclasses.replace(prog, settings_axis=False)
+        seconds = step_seconds(one, functools.partial(single_step, one), *one_run) * runs
+        cap = capacity(seconds, prog.record_every, trajectory_bytes, runs=runs)
+    prog = dataclasses.replace(prog, capacity=cap)
+    log_compile(prog)
+    return prog

@@ -10,7 +10,6 @@ runs. Re-packed sizes are powers of two (one compilation per size at most).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,8 +29,6 @@ from gdjax.train.program import (
     compiled_chunk,
     compiled_init,
     final_loss,
-    log_compile,
-    single_step,
 )
 from gdjax.train.results import FitResult, SweepResult
 
@@ -268,16 +265,8 @@ def sweep(
     )
     n_runs = n_settings * n_seeds
     state = compiled_init(prog, params, leaves)
-    if chunk_size is not None:
-        cap = max(1, chunk_size // record_every)
-    else:
-        one = dataclasses.replace(prog, settings_axis=False)
-        one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
-        args = (_one(state), data, one_key, _one(leaves))
-        seconds = planner.step_seconds(one, functools.partial(single_step, one), *args)
-        cap = planner.capacity(seconds * n_runs, record_every, runs=n_runs)
-    prog = dataclasses.replace(prog, capacity=cap)
-    log_compile(prog)
+    one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
+    prog = planner.sized(prog, chunk_size, (_one(state), data, one_key, _one(leaves)), runs=n_runs)
     final = _Pool(prog, data, run_key, n_runs, steps).run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
