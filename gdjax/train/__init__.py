@@ -23,14 +23,17 @@ The engine, one layer a module:
 """
 
 from gdjax.train.fitting import fit
+from gdjax.train.program import StepInfo
 from gdjax.train.results import DivergenceError, FitResult, SweepResult
 from gdjax.train.resume import CHECKPOINT_NAME
-from gdjax.train.sweeping import grid, sweep
+from gdjax.train.settings import grid
+from gdjax.train.sweeping import sweep
 
 __all__ = [
     "CHECKPOINT_NAME",
     "DivergenceError",
     "FitResult",
+    "StepInfo",
     "SweepResult",
     "fit",
     "grid",

@@ -23,9 +23,11 @@ from gdjax.train.program import (
     LossFn,
     Program,
     State,
+    StepInfo,
     compiled_chunk,
     compiled_init,
     final_loss,
+    monitor_like,
 )
 from gdjax.train.results import DivergenceError, FitResult
 
@@ -51,6 +53,7 @@ def fit(
     checkpoint_every: int | None = None,
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
+    monitor: Callable[[StepInfo], Any] | None = None,
 ) -> FitResult:
     r"""Minimise ``loss_fn(params, batch)`` for ``steps`` steps of ``optimizer``, compiled.
 
@@ -90,6 +93,12 @@ def fit(
       mesh: a ``jax.sharding.Mesh``: the examples are sharded over its ``"data"`` axis
         (data parallel), parameters replicated.
       chunk_size: steps per chunk between progress updates (default: ~0.25 s of steps).
+      monitor: ``monitor(info) -> pytree of arrays``, called inside the compiled loop at
+        every recorded step with a :class:`gdjax.train.StepInfo` (``t``, ``params``,
+        ``grads``, ``updates``, ``loss``, ``batch``); its outputs come back stacked in
+        ``FitResult.monitor`` (NumPy, aligned with ``losses``, NaN after divergence). It is
+        part of the compile key: pass the same function object to reuse the program.
+        See :mod:`gdjax.diagnostics` for ready-made monitors.
 
     Returns:
       A :class:`FitResult`.
@@ -120,6 +129,10 @@ def fit(
             )
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
+    if monitor is not None and not callable(monitor):
+        raise UsageError(
+            f"`monitor` must be a function monitor(info) -> pytree of arrays, got {monitor!r}."
+        )
 
     params = A.as_arrays("params", params)
     A.check_params(params)
@@ -166,6 +179,7 @@ def fit(
             value_and_grad=value_and_grad,
             checkpoint_every=checkpoint_every,
             chunk_size=chunk_size,
+            monitor=monitor,
         )
         saver = None
         if path is not None:
@@ -178,6 +192,7 @@ def fit(
                 batch_size=batch_size,
                 record_every=record_every,
                 trajectory=bool(trajectory),
+                monitor=None if monitor is None else _name(monitor),
             )
             state, segments = run.resume(path, fp, state, run.params)
             saver = R.Saver(path, fp, segments)
@@ -203,6 +218,7 @@ def _prepare(
     value_and_grad,
     checkpoint_every,
     chunk_size,
+    monitor,
 ):
     """The program of this run (placed on ``mesh``) and its initial state."""
     loss_dtype = A.check_loss(loss_fn, params, data, batch_size)
@@ -227,13 +243,19 @@ def _prepare(
         trajectory=trajectory,
         loss_dtype=loss_dtype,
         batch_sharding=batch_sharding,
+        monitor=monitor,
     )
     state = compiled_init(prog, params, opt_leaves)
     traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
     prog = planner.sized(
         prog, chunk_size, (state, data, key, opt_leaves), trajectory_bytes=traj_bytes
     )
-    return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params), state
+    seen = monitor_like(prog, state, data, key, opt_leaves)
+    return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params, seen), state
+
+
+def _name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 @dataclasses.dataclass
@@ -247,9 +269,12 @@ class _Run:
     steps: int
     checkpoint_every: int | None
     params: Any  # the initial parameters (for the shapes of a resumed history)
-    losses: list[np.ndarray] = dataclasses.field(default_factory=list)
-    traj: list[Any] = dataclasses.field(default_factory=list)
+    monitor_like: Any  # the shapes of one record of the monitor (None without one)
+    history: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     saved_records: int = 0
+
+    def __post_init__(self):
+        self.history = {name: [] for name in self._history_like()}
 
     def chunk_steps(self, t: int) -> int:
         re = self.prog.record_every
@@ -266,21 +291,24 @@ class _Run:
         if not path.exists():
             return state, []
         like = {"state": state, **({} if self.key is None else {"key": self.key})}
-        hist_like = self._history_like(params)
-        tree, parts, segments = R.resume(path, fp, like, hist_like)
+        tree, parts, segments = R.resume(path, fp, like, self._history_like())
         for part in parts:
-            self.losses.append(np.asarray(part["losses"]))
-            if self.prog.trajectory:
-                self.traj.append(jax.tree_util.tree_map(np.asarray, part["trajectory"]))
+            for name, chunks in self.history.items():
+                chunks.append(jax.tree_util.tree_map(np.asarray, part[name]))
         self.saved_records = segments[-1][1] if segments else 0
         return tree["state"], segments
 
-    def _history_like(self, params: Any) -> dict[str, Any]:
+    def _history_like(self) -> dict[str, Any]:
+        """Zero records of each recorded quantity: its structure, shapes and dtypes."""
+
+        def empty(x):
+            return np.zeros((0, *np.shape(x)), np.dtype(x.dtype))
+
         like = {"losses": np.zeros((0,), self.prog.loss_dtype)}
         if self.prog.trajectory:
-            like["trajectory"] = jax.tree_util.tree_map(
-                lambda x: np.zeros((0, *np.shape(x)), np.asarray(x).dtype), params
-            )
+            like["trajectory"] = jax.tree_util.tree_map(empty, self.params)
+        if self.monitor_like is not None:
+            like["monitor"] = jax.tree_util.tree_map(empty, self.monitor_like)
         return like
 
     def train(self, state: State, progress: bool | None, saver: R.Saver | None) -> State:
@@ -292,11 +320,11 @@ class _Run:
         careful = dataclasses.replace(self.prog, careful=True)
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj = jax.device_get(outputs)
+            losses, traj, seen = jax.device_get(outputs)
             n_rec = -(-(t_end - t) // self.prog.record_every)
-            self.losses.append(losses[:n_rec])
-            if self.prog.trajectory:
-                self.traj.append(jax.tree_util.tree_map(lambda x: x[:n_rec], traj))
+            got = {"losses": losses, "trajectory": traj, "monitor": seen}
+            for name, chunks in self.history.items():
+                chunks.append(jax.tree_util.tree_map(lambda x: x[:n_rec], got[name]))
             bar.update(t_end, last_finite(losses[:n_rec]))
             if saver is not None:
                 every = self.checkpoint_every
@@ -319,14 +347,12 @@ class _Run:
             bar.close()
 
     def save(self, saver: R.Saver, state: State, t_end: int) -> None:
-        total = sum(len(x) for x in self.losses)
+        total = sum(len(x) for x in self.history["losses"])
         first = self.saved_records
-        losses = np.concatenate(self.losses)[first:total]
-        history = {"losses": losses}
-        if self.prog.trajectory:
-            history["trajectory"] = jax.tree_util.tree_map(
-                lambda x: x[first:total], stack_host(self.traj, total)
-            )
+        history = {
+            name: jax.tree_util.tree_map(lambda x: x[first:total], stack_host(chunks, total))
+            for name, chunks in self.history.items()
+        }
         tree = {"state": state, **({} if self.key is None else {"key": self.key})}
         saver.save(tree, history, first, t_end)
         if saver.error is None:
@@ -335,24 +361,24 @@ class _Run:
     def result(self, state: State, on_divergence: str, saver: R.Saver | None) -> FitResult:
         re = self.prog.record_every
         n_rec = -(-self.steps // re)
-        losses = np.full((n_rec,), np.nan, self.prog.loss_dtype)
-        got = np.concatenate(self.losses) if self.losses else losses[:0]
-        losses[: len(got)] = got[:n_rec]
         diverged = bool(state.stopped)
         diverged_at = int(state.diverged_at) if diverged else -1
-        losses = nan_after(losses, np.asarray(diverged_at), re)
-        traj = None
-        if self.prog.trajectory:
-            kept = min(len(got), n_rec)
+        kept = min(sum(len(x) for x in self.history["losses"]), n_rec)
+        after = (np.arange(n_rec) * re > diverged_at) if diverged else np.zeros(n_rec, bool)
 
-            def padded(x):
-                full = np.zeros((n_rec, *x.shape[1:]), x.dtype)
-                full[:kept] = x
-                if diverged and np.issubdtype(x.dtype, np.inexact):
-                    full[np.arange(n_rec) * re > diverged_at] = np.nan
-                return full
+        def padded(x):  # n_rec records: NaN (zeros) where none was made or after divergence
+            inexact = np.issubdtype(x.dtype, np.inexact)
+            full = np.full((n_rec, *x.shape[1:]), np.nan if inexact else 0, x.dtype)
+            full[:kept] = x
+            full[after] = np.nan if inexact else 0
+            return full
 
-            traj = jax.tree_util.tree_map(padded, stack_host(self.traj, kept))
+        like = self._history_like()
+        out = {
+            name: jax.tree_util.tree_map(padded, stack_host(chunks, kept) if chunks else like[name])
+            for name, chunks in self.history.items()
+        }
+        losses = nan_after(out["losses"], np.asarray(diverged_at), re)
         result = FitResult(
             params=state.params,
             opt_state=state.opt_state,
@@ -361,9 +387,10 @@ class _Run:
             steps=diverged_at if diverged else self.steps,
             diverged=diverged,
             diverged_at=diverged_at,
-            trajectory=traj,
+            trajectory=out.get("trajectory"),
             key=self.key,
             checkpoint_error=None if saver is None else saver.error,
+            monitor=out.get("monitor"),
         )
         if diverged and on_divergence == "raise":
             raise DivergenceError(diverged_at, result)

@@ -87,7 +87,8 @@ def sized(
     """``prog`` with its chunk capacity: from ``chunk_size`` steps, or from XLA's cost of one
     step of one run (``one_run``: its state, data, key and optimizer leaves, arrays or
     shapes) times ``runs``. Logs why, when this is a program not built before."""
-    from gdjax.train.program import log_compile, single_step
+    from gdjax.train.compiles import log_compile
+    from gdjax.train.program import single_step
 
     if chunk_size is not None:
         cap = max(1, chunk_size // prog.record_every)

@@ -26,7 +26,6 @@ Two variants of the step (``Program.careful``):
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,6 +40,22 @@ from gdjax import optim
 Params = Any
 Data = Any
 LossFn = Callable[[Params, Data], jax.Array]
+
+
+class StepInfo(NamedTuple):
+    r"""What a ``monitor`` sees at a recorded step ``t`` (inside the compiled loop).
+
+    ``params`` are :math:`\theta_t` (before the update), ``grads`` :math:`g_t` at them,
+    ``updates`` :math:`u_t` (so :math:`\theta_{t+1} = \theta_t + u_t`), ``loss``
+    :math:`\mathcal L(\theta_t; B_t)` and ``batch`` :math:`B_t`.
+    """
+
+    t: jax.Array
+    params: Params
+    grads: Params
+    updates: Params
+    loss: jax.Array
+    batch: Data
 
 
 class State(NamedTuple):
@@ -71,6 +86,7 @@ class Program:
     settings_axis: bool = False  # a sweep: state, key and leaves have a leading runs axis
     batched_key: bool = False  # (sweep) one key per run
     batched_params: bool = False  # (sweep) one initial params per run
+    monitor: Callable[[StepInfo], Any] | None = None  # recorded at the recorded steps
 
     def optimizer(self, leaves: Any) -> optax.GradientTransformation:
         if isinstance(self.opt_static, Factory):
@@ -156,8 +172,9 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
-def _step(prog: Program, opt, data, key, t, state: State, perm):
-    """Step ``t``: the new state, the epoch permutation and the step's loss.
+def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = False):
+    """Step ``t``: the new state, the epoch permutation, the step's loss and (with
+    ``observe``) ``prog.monitor`` of the step's :class:`StepInfo` (else None).
 
     ``t`` equals ``state.t``; it is passed apart so that, in a sweep, the batch is chosen
     by one unbatched counter for every run.
@@ -176,10 +193,13 @@ def _step(prog: Program, opt, data, key, t, state: State, perm):
     else:
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    seen = None
+    if observe and prog.monitor is not None:
+        seen = prog.monitor(StepInfo(t, state.params, grads, updates, loss, batch))
     if not prog.careful:
         stopped = state.stopped | ~jnp.isfinite(loss)
         new = state._replace(params=params, opt_state=opt_state, t=state.t + 1, stopped=stopped)
-        return new, perm, loss
+        return new, perm, loss, seen
 
     finite = jnp.isfinite(loss) & all_finite(params)
     accept = finite & ~state.stopped
@@ -195,7 +215,7 @@ def _step(prog: Program, opt, data, key, t, state: State, perm):
         stopped=state.stopped | bad,
         diverged_at=jnp.where(bad, state.t, state.diverged_at),
     )
-    return new, perm, loss
+    return new, perm, loss, seen
 
 
 def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n_records):
@@ -206,14 +226,18 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     of runs and each step is ``jax.vmap``-ed over it; the loop counter stays a scalar, so
     the loop itself is not batched (no per-iteration select over the carry).
 
-    Returns the new state and buffers of length ``prog.capacity``: the loss (and params)
-    at the first step of each record; entries past the records made hold NaN (zeros).
+    Returns the new state and buffers of length ``prog.capacity``: the loss (and params,
+    and ``prog.monitor``'s output) at the first step of each record; entries past the
+    records made hold NaN (zeros).
     """
     batched = prog.settings_axis
     key_axis = 0 if prog.batched_key else None
 
-    def one_step(state, perm, key, leaves, t):
-        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm)
+    def one_step(state, perm, key, leaves, t, observe=False):
+        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm, observe)
+
+    def observed(state, perm, key, leaves, t):
+        return one_step(state, perm, key, leaves, t, True)
 
     def first_perm(key):
         if prog.batch_size is None:
@@ -221,14 +245,15 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         return permutation(key, t0 // (prog.n_examples // prog.batch_size), prog.n_examples)
 
     if batched:
-        step = jax.vmap(one_step, in_axes=(0, 0, key_axis, 0, None))
+        axes = (0, 0, key_axis, 0, None)
+        step, step_seen = jax.vmap(one_step, in_axes=axes), jax.vmap(observed, in_axes=axes)
         n_runs = state.t.shape[0]
         if key_axis is None:
             perm = jnp.broadcast_to(first_perm(key), (n_runs, *first_perm(key).shape))
         else:
             perm = jax.vmap(first_perm)(key)
     else:
-        step, perm = one_step, first_perm(key)
+        step, step_seen, perm = one_step, observed, first_perm(key)
 
     # Only a careful single run stops at the step that diverged; otherwise the loop runs
     # the records the host asked for (they end at ``n_steps``), a lean run's flag is sticky
@@ -238,12 +263,18 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     def running(state):
         return ~state.stopped if stop_early else True
 
+    def put(buffers, i, values):
+        return jax.tree_util.tree_map(lambda b, v: b.at[i].set(v.astype(b.dtype)), buffers, values)
+
     def record(carry):
-        i, t, state, perm, losses, traj = carry
+        i, t, state, perm, losses, traj, seen = carry
         if prog.trajectory:
-            traj = jax.tree_util.tree_map(lambda b, p: b.at[i].set(p), traj, state.params)
-        state, perm, loss = step(state, perm, key, opt_leaves, t)
+            traj = put(traj, i, state.params)
+        first = step if prog.monitor is None else step_seen
+        state, perm, loss, out = first(state, perm, key, opt_leaves, t)
         losses = losses.at[i].set(loss.astype(losses.dtype))
+        if prog.monitor is not None:
+            seen = put(seen, i, out)
         end = jnp.minimum(t + prog.record_every, n_steps)
         t = t + 1
         if prog.record_every > 1:
@@ -252,11 +283,11 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
                 return (c[0] < end) & running(c[1])
 
             def inner(c):
-                s, p, _ = step(c[1], c[2], key, opt_leaves, c[0])
+                s, p, _, _ = step(c[1], c[2], key, opt_leaves, c[0])
                 return c[0] + 1, s, p
 
             t, state, perm = lax.while_loop(more, inner, (t, state, perm))
-        return i + 1, t, state, perm, losses, traj
+        return i + 1, t, state, perm, losses, traj, seen
 
     def cond(carry):
         return (carry[0] < n_records) & running(carry[2])
@@ -264,18 +295,28 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     # buffers are record-major, (capacity, runs...): record i is one contiguous write
     lead = (state.t.shape[0],) if batched else ()
     losses = jnp.zeros((prog.capacity, *lead), prog.loss_dtype)
-    traj = None
-    if prog.trajectory:
-        traj = jax.tree_util.tree_map(
-            lambda p: jnp.zeros((prog.capacity, *p.shape), p.dtype),
-            state.params,
-        )
-    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj)
-    _, _, state, _, losses, traj = lax.while_loop(cond, record, carry)
+    def buffers(like):
+        return jax.tree_util.tree_map(lambda p: _blank((prog.capacity, *p.shape), p.dtype), like)
+
+    traj = buffers(state.params) if prog.trajectory else None
+    seen = None
+    if prog.monitor is not None:
+        t = jnp.asarray(t0, jnp.int32)
+        like = jax.eval_shape(lambda *a: step_seen(*a)[3], state, perm, key, opt_leaves, t)
+        seen = buffers(like)
+    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen)
+    _, _, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
         state = state._replace(stopped=state.stopped | ~check(state.params))
-    return state, losses, traj
+    return state, losses, traj, seen
+
+
+def _blank(shape, dtype) -> jax.Array:
+    """A record buffer: NaN for float entries (unrecorded), zeros otherwise."""
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.full(shape, jnp.nan, dtype)
+    return jnp.zeros(shape, dtype)
 
 
 def init_state(prog: Program, params: Params, opt_leaves) -> State:
@@ -303,48 +344,21 @@ def single_step(prog: Program, state: State, data, key, opt_leaves):
     return _step(prog, prog.optimizer(opt_leaves), data, key, state.t, state, perm)[0]
 
 
+def monitor_like(prog: Program, state: State, data, key, opt_leaves) -> Any:
+    """The shapes and dtypes of one run's ``prog.monitor`` output (None without one)."""
+    if prog.monitor is None:
+        return None
+    perm = jnp.arange(prog.n_examples or 0, dtype=jnp.int32)
+
+    def seen(state, data, key, leaves):
+        opt = prog.optimizer(leaves)
+        return _step(prog, opt, data, key, state.t, state, perm, True)[3]
+
+    return jax.eval_shape(seen, state, data, key, opt_leaves)
+
+
 def _loss_of(loss_fn: LossFn, params: Params, data: Data, batched: bool) -> jax.Array:
     return jax.vmap(loss_fn, in_axes=(0, None))(params, data) if batched else loss_fn(params, data)
 
 
 final_loss = jax.jit(_loss_of, static_argnums=(0, 3))
-
-
-_SEEN: dict[Any, Program] = {}  # the last program seen per loss function (for explain)
-_KNOWN: set[Program] = set()
-
-
-def explain(prog: Program) -> str | None:
-    """Why ``prog`` is a new program: the fields that differ from the last one built for
-    the same loss (None when it was built before: the compiled executable is reused).
-
-    ``gd.fit`` and ``gd.sweep`` log it on the ``"gdjax"`` logger at INFO level, the ask of
-    jax#4390: ``logging.getLogger("gdjax").setLevel(logging.INFO)`` shows it.
-    """
-    if prog in _KNOWN:
-        return None
-    if len(_KNOWN) > 1024:
-        _KNOWN.clear()
-    _KNOWN.add(prog)
-    last = _SEEN.get(prog.loss_fn)
-    _SEEN[prog.loss_fn] = prog
-    if last is None:
-        return f"compiling: first program for loss {getattr(prog.loss_fn, '__name__', '?')}"
-    changed = [
-        f"{f.name}={_short(getattr(prog, f.name))} (was {_short(getattr(last, f.name))})"
-        for f in dataclasses.fields(Program)
-        if getattr(prog, f.name) != getattr(last, f.name)
-    ]
-    return "compiling: new static setting " + ("; ".join(changed) or "(new shapes or dtypes)")
-
-
-def log_compile(prog: Program) -> None:
-    """Log :func:`explain`'s reason on the ``"gdjax"`` logger when ``prog`` is new."""
-    why = explain(prog)
-    if why is not None:
-        logging.getLogger("gdjax").info(why)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."

@@ -35,6 +35,9 @@ class FitResult(NamedTuple):
       key: the PRNG key that drew the mini-batches (None for full-batch runs).
       checkpoint_error: set when a checkpoint could not be written: the error, with where
         the last good checkpoint is (the result itself is complete).
+      monitor: with ``monitor=fn``, ``fn``'s outputs at the recorded steps (NumPy), each
+        leaf stacked on a leading axis of length ``T`` (aligned with ``losses``; NaN, or 0
+        in an integer leaf, after a diverged step); otherwise None.
     """
 
     params: Any
@@ -47,6 +50,7 @@ class FitResult(NamedTuple):
     trajectory: Any | None
     key: jax.Array | None
     checkpoint_error: str | None = None
+    monitor: Any | None = None
 
 
 class SweepResult(NamedTuple):

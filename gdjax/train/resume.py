@@ -72,10 +72,12 @@ def describe_optimizer(optimizer: Any) -> dict[str, Any]:
 
 
 def fingerprint(
-    params, data, key, optimizer, *, steps, batch_size, record_every, trajectory
+    params, data, key, optimizer, *, steps, batch_size, record_every, trajectory, monitor=None
 ) -> dict[str, Any]:
-    """What makes two runs the same run."""
+    """What makes two runs the same run (``monitor``: the monitor's name, when one records)."""
+    extra = {} if monitor is None else {"monitor": monitor}
     return {
+        **extra,
         "steps": steps,
         "batch_size": batch_size,
         "record_every": record_every,

@@ -10,7 +10,6 @@ runs. Re-packed sizes are powers of two (one compilation per size at most).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,118 +17,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax import optim
 from gdjax._validate import UsageError, as_key, check_finite, check_int
 from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train.loop import Progress, nan_after
 from gdjax.train.program import (
-    Factory,
     Program,
     compiled_chunk,
     compiled_init,
     final_loss,
+    monitor_like,
 )
 from gdjax.train.results import FitResult, SweepResult
+from gdjax.train.settings import optimizer_parts
 
 Params = Any
 Data = Any
-
-
-def grid(**axes: Any) -> dict[str, jax.Array]:
-    """The Cartesian product of 1-D hyperparameter axes, flattened for :func:`sweep`.
-
-    >>> grid(learning_rate=[0.1, 0.01], b1=[0.9, 0.99])["b1"]
-    Array([0.9 , 0.99, 0.9 , 0.99], dtype=float32)
-
-    The last axis varies fastest (``itertools.product`` order).
-    """
-    if not axes:
-        raise UsageError("grid: pass at least one axis, e.g. grid(learning_rate=[0.1, 0.01]).")
-    values = {}
-    for name, v in axes.items():
-        arr = np.asarray(v)
-        if arr.ndim != 1 or arr.size == 0:
-            raise UsageError(f"grid: `{name}` must be a non-empty 1-D sequence, got {v!r}.")
-        values[name] = arr
-    rows = list(itertools.product(*values.values()))
-    return {
-        name: jnp.asarray(np.array([r[i] for r in rows], dtype=values[name].dtype))
-        for i, name in enumerate(values)
-    }
-
-
-def _settings(learning_rates, hyperparams) -> dict[str, jax.Array]:
-    if learning_rates is not None and hyperparams is not None:
-        if "learning_rate" in hyperparams:
-            raise UsageError(
-                "Pass the learning rates once: either `learning_rates` or "
-                "hyperparams['learning_rate'], not both."
-            )
-        hyperparams = {"learning_rate": learning_rates, **hyperparams}
-    elif learning_rates is not None:
-        hyperparams = {"learning_rate": learning_rates}
-    elif hyperparams is None:
-        raise UsageError(
-            "sweep: with an optimizer factory, pass `learning_rates=[...]` or "
-            "`hyperparams={name: [...]}` (see gd.train.grid); or pass a gd.optim rule "
-            "built with arrays, e.g. gd.optim.sgd(jnp.logspace(-3, 0, 64))."
-        )
-    if not isinstance(hyperparams, Mapping) or not hyperparams:
-        raise UsageError("`hyperparams` must be a non-empty dict name -> 1-D array.")
-    settings: dict[str, jax.Array] = {}
-    for name, v in hyperparams.items():
-        arr = jnp.asarray(v)
-        if arr.ndim != 1 or arr.shape[0] == 0:
-            raise UsageError(
-                f"hyperparameter `{name}` must be a non-empty 1-D array, got shape {arr.shape}."
-            )
-        check_finite(f"hyperparams[{name!r}]", arr)
-        settings[name] = arr
-    sizes = {n: a.shape[0] for n, a in settings.items()}
-    if len(set(sizes.values())) > 1:
-        raise UsageError(
-            f"Hyperparameter arrays must all have the same length K (settings are zipped), "
-            f"got {sizes}. Use gd.train.grid(...) for a product grid."
-        )
-    return settings
-
-
-def _optimizer_parts(optimizer, learning_rates, hyperparams):
-    """(static part, leaves with a leading axis K, named settings, K) of the sweep's optimizer.
-
-    A ``gd.optim`` rule built with 1-D arrays is split by :func:`gdjax.optim.partition`; a
-    factory is called once per concrete setting so that each is checked as ``fit`` checks
-    its optimizer, then inside the program with the traced settings.
-    """
-    if optim.num_settings(optimizer) is not None:
-        if learning_rates is not None or hyperparams is not None:
-            raise UsageError(
-                "sweep: the optimizer already holds its settings; do not also pass "
-                "`learning_rates`/`hyperparams`."
-            )
-        k = optim.num_settings(optimizer)
-        static, leaves = optim.partition(optimizer)
-        leaves = jax.tree_util.tree_map(
-            lambda x: np.broadcast_to(np.asarray(x), (k,)) if np.ndim(x) == 0 else x, leaves
-        )
-        return static, leaves, optim.settings(optimizer), k
-    if hasattr(optimizer, "update") or not callable(optimizer):
-        raise UsageError(
-            "sweep: `optimizer` must be a gd.optim rule built with arrays of settings (e.g. "
-            "gd.optim.sgd(jnp.logspace(-3, 0, 64))) or a factory of hyperparameters (e.g. "
-            "gd.optim.sgd, or lambda learning_rate: optax.adam(learning_rate))."
-        )
-    settings = _settings(learning_rates, hyperparams)
-    k = next(iter(settings.values())).shape[0]
-    host = {n: np.asarray(v) for n, v in settings.items()}
-    for i in range(k):
-        try:
-            optimizer(**{n: v[i].item() for n, v in host.items()})
-        except (ValueError, TypeError) as err:
-            setting = ", ".join(f"{n}={v[i].item():g}" for n, v in host.items())
-            raise UsageError(f"sweep: setting {i} ({setting}) is refused: {err}") from None
-    return Factory(optimizer), settings, settings, k
 
 
 def _take(tree: Any, idx: Any) -> Any:
@@ -163,6 +66,7 @@ def sweep(
     value_and_grad: Callable[[Params, Data], Any] | None = None,
     progress: bool | None = None,
     chunk_size: int | None = None,
+    monitor: Callable[..., Any] | None = None,
 ) -> SweepResult:
     """Run :func:`fit` for many hyperparameter settings and seeds as one vmapped program.
 
@@ -183,7 +87,8 @@ def sweep(
         mini-batch order.
       init_fn: ``init_fn(key) -> params`` (needs ``seeds``).
       key: without seeds, the mini-batch key (or int seed) shared by every run.
-      progress, chunk_size: as in :func:`fit`.
+      progress, chunk_size, monitor: as in :func:`fit` (``runs.monitor`` has a leading
+        runs axis).
 
     Returns:
       A :class:`SweepResult`. Run ``i`` equals ``fit`` with setting ``i`` (to float32
@@ -195,7 +100,11 @@ def sweep(
     record_every = check_int("record_every", record_every)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
-    static, leaves, named, n_settings = _optimizer_parts(optimizer, learning_rates, hyperparams)
+    if monitor is not None and not callable(monitor):
+        raise UsageError(
+            f"`monitor` must be a function monitor(info) -> pytree of arrays, got {monitor!r}."
+        )
+    static, leaves, named, n_settings = optimizer_parts(optimizer, learning_rates, hyperparams)
 
     seed_arr = None
     if seeds is not None:
@@ -262,12 +171,15 @@ def sweep(
         settings_axis=True,
         batched_key=batched_key,
         batched_params=batched_params,
+        monitor=monitor,
     )
     n_runs = n_settings * n_seeds
     state = compiled_init(prog, params, leaves)
     one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
-    prog = planner.sized(prog, chunk_size, (_one(state), data, one_key, _one(leaves)), runs=n_runs)
-    final = _Pool(prog, data, run_key, n_runs, steps).run(state, leaves, progress)
+    one_run = (_one(state), data, one_key, _one(leaves))
+    prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
+    seen_like = monitor_like(prog, *one_run)
+    final = _Pool(prog, data, run_key, n_runs, steps, seen_like).run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
     losses = nan_after(final["losses"][:, :n_rec], final["diverged_at"], record_every)
@@ -283,6 +195,7 @@ def sweep(
         diverged_at=final["diverged_at"],
         trajectory=None,
         key=run_key,
+        monitor=None if seen_like is None else _nan_after(final["monitor"], final, record_every),
     )
     score = np.where(stopped, np.inf, np.asarray(fl, np.float64))
     score = np.where(np.isnan(score), np.inf, score)
@@ -304,6 +217,7 @@ class _Pool:
     key: Any
     n_runs: int
     steps: int
+    seen_like: Any = None  # one record of the monitor's output (None without one)
 
     def _chunk(self, prog, state, leaves, idx, t, n_records):
         key = self.key[idx] if self.prog.batched_key else self.key
@@ -314,6 +228,16 @@ class _Pool:
         careful = dataclasses.replace(prog, careful=True)
         n_rec_total = -(-self.steps // re)
         losses = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
+        seen = None
+        if self.seen_like is not None:
+            seen = jax.tree_util.tree_map(
+                lambda x: _blank_host((self.n_runs, n_rec_total, *x.shape), x.dtype),
+                self.seen_like,
+            )
+
+        def keep_records(runs, rows, buf, n):  # records ``rows`` of ``runs`` from a chunk
+            if seen is not None:
+                jax.tree_util.tree_map(lambda d, b: _store(d, runs, rows, b, n), seen, buf)
         out = jax.tree_util.tree_map(lambda x: np.array(x), state._asdict())
         live = np.arange(self.n_runs)  # run index of each slot (padding repeats the last)
         n_live, t = self.n_runs, 0
@@ -322,21 +246,23 @@ class _Pool:
             while t < self.steps and n_live:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
-                end, buf, _ = self._chunk(prog, state, leaves, live, t, n_records)
+                end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
                 stopped = np.asarray(end.stopped)[:n_live]
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
+                keep_records(live[:n_live], rows, mon, n_live)
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
                     size = _bucket(bad.size, self.n_runs)
                     sel = np.concatenate([bad, np.repeat(bad[-1:], size - bad.size)])
-                    again, buf2, _ = self._chunk(
+                    again, buf2, _, mon2 = self._chunk(
                         careful, _take(state, sel), _take(leaves, sel), live[sel], t, n_records
                     )
                     for name, value in again._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
+                    keep_records(live[bad], rows, mon2, bad.size)
                 keep = np.flatnonzero(~stopped)
                 if keep.size and (stopped.any() or t_end >= self.steps):
                     for name, value in end._asdict().items():
@@ -352,7 +278,31 @@ class _Pool:
         finally:
             bar.close()
         out["losses"] = losses
+        out["monitor"] = seen
         return out
+
+
+def _store(dst: np.ndarray, runs: np.ndarray, rows: slice, buf: Any, n: int) -> None:
+    """``dst[runs, rows] = buf[records, :n]`` for a record-major chunk buffer."""
+    dst[runs, rows] = np.swapaxes(np.asarray(buf)[: rows.stop - rows.start, :n], 0, 1)
+
+
+def _blank_host(shape, dtype) -> np.ndarray:
+    return np.full(shape, np.nan if np.issubdtype(dtype, np.inexact) else 0, dtype)
+
+
+def _nan_after(tree: Any, final: dict[str, Any], record_every: int) -> Any:
+    """NaN (0 in integer leaves) in every leaf ``(K, T, ...)`` after each run's diverged
+    step."""
+
+    def one(x):
+        steps_of = np.arange(x.shape[1]) * record_every
+        d = np.asarray(final["diverged_at"])[:, None]
+        after = (d >= 0) & (steps_of > d)
+        blank = np.nan if np.issubdtype(x.dtype, np.inexact) else 0
+        return np.where(after.reshape(after.shape + (1,) * (x.ndim - 2)), blank, x)
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def _put(target: Any, rows: np.ndarray, value: Any, n: int) -> Any:

@@ -1,0 +1,113 @@
+"""A sweep's settings: the product grid, and the optimizer split into K settings."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdjax import optim
+from gdjax._validate import UsageError, check_finite
+from gdjax.train.program import Factory
+
+__all__ = ["grid", "optimizer_parts"]
+
+
+def grid(**axes: Any) -> dict[str, jax.Array]:
+    """The Cartesian product of 1-D hyperparameter axes, flattened for :func:`sweep`.
+
+    >>> grid(learning_rate=[0.1, 0.01], b1=[0.9, 0.99])["b1"]
+    Array([0.9 , 0.99, 0.9 , 0.99], dtype=float32)
+
+    The last axis varies fastest (``itertools.product`` order).
+    """
+    if not axes:
+        raise UsageError("grid: pass at least one axis, e.g. grid(learning_rate=[0.1, 0.01]).")
+    values = {}
+    for name, v in axes.items():
+        arr = np.asarray(v)
+        if arr.ndim != 1 or arr.size == 0:
+            raise UsageError(f"grid: `{name}` must be a non-empty 1-D sequence, got {v!r}.")
+        values[name] = arr
+    rows = list(itertools.product(*values.values()))
+    return {
+        name: jnp.asarray(np.array([r[i] for r in rows], dtype=values[name].dtype))
+        for i, name in enumerate(values)
+    }
+
+
+def _settings(learning_rates, hyperparams) -> dict[str, jax.Array]:
+    if learning_rates is not None and hyperparams is not None:
+        if "learning_rate" in hyperparams:
+            raise UsageError(
+                "Pass the learning rates once: either `learning_rates` or "
+                "hyperparams['learning_rate'], not both."
+            )
+        hyperparams = {"learning_rate": learning_rates, **hyperparams}
+    elif learning_rates is not None:
+        hyperparams = {"learning_rate": learning_rates}
+    elif hyperparams is None:
+        raise UsageError(
+            "sweep: with an optimizer factory, pass `learning_rates=[...]` or "
+            "`hyperparams={name: [...]}` (see gd.train.grid); or pass a gd.optim rule "
+            "built with arrays, e.g. gd.optim.sgd(jnp.logspace(-3, 0, 64))."
+        )
+    if not isinstance(hyperparams, Mapping) or not hyperparams:
+        raise UsageError("`hyperparams` must be a non-empty dict name -> 1-D array.")
+    settings: dict[str, jax.Array] = {}
+    for name, v in hyperparams.items():
+        arr = jnp.asarray(v)
+        if arr.ndim != 1 or arr.shape[0] == 0:
+            raise UsageError(
+                f"hyperparameter `{name}` must be a non-empty 1-D array, got shape {arr.shape}."
+            )
+        check_finite(f"hyperparams[{name!r}]", arr)
+        settings[name] = arr
+    sizes = {n: a.shape[0] for n, a in settings.items()}
+    if len(set(sizes.values())) > 1:
+        raise UsageError(
+            f"Hyperparameter arrays must all have the same length K (settings are zipped), "
+            f"got {sizes}. Use gd.train.grid(...) for a product grid."
+        )
+    return settings
+
+
+def optimizer_parts(optimizer, learning_rates, hyperparams):
+    """(static part, leaves with a leading axis K, named settings, K) of the sweep's optimizer.
+
+    A ``gd.optim`` rule built with 1-D arrays is split by :func:`gdjax.optim.partition`; a
+    factory is called once per concrete setting so that each is checked as ``fit`` checks
+    its optimizer, then inside the program with the traced settings.
+    """
+    if optim.num_settings(optimizer) is not None:
+        if learning_rates is not None or hyperparams is not None:
+            raise UsageError(
+                "sweep: the optimizer already holds its settings; do not also pass "
+                "`learning_rates`/`hyperparams`."
+            )
+        k = optim.num_settings(optimizer)
+        static, leaves = optim.partition(optimizer)
+        leaves = jax.tree_util.tree_map(
+            lambda x: np.broadcast_to(np.asarray(x), (k,)) if np.ndim(x) == 0 else x, leaves
+        )
+        return static, leaves, optim.settings(optimizer), k
+    if hasattr(optimizer, "update") or not callable(optimizer):
+        raise UsageError(
+            "sweep: `optimizer` must be a gd.optim rule built with arrays of settings (e.g. "
+            "gd.optim.sgd(jnp.logspace(-3, 0, 64))) or a factory of hyperparameters (e.g. "
+            "gd.optim.sgd, or lambda learning_rate: optax.adam(learning_rate))."
+        )
+    settings = _settings(learning_rates, hyperparams)
+    k = next(iter(settings.values())).shape[0]
+    host = {n: np.asarray(v) for n, v in settings.items()}
+    for i in range(k):
+        try:
+            optimizer(**{n: v[i].item() for n, v in host.items()})
+        except (ValueError, TypeError) as err:
+            setting = ", ".join(f"{n}={v[i].item():g}" for n, v in host.items())
+            raise UsageError(f"sweep: setting {i} ({setting}) is refused: {err}") from None
+    return Factory(optimizer), settings, settings, k
