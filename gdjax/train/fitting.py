@@ -19,6 +19,7 @@ from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train import resume as R
 from gdjax.train.loop import Progress, drive, last_finite, nan_after, stack_host
+from gdjax.train.placement import fetch, place
 from gdjax.train.program import (
     LossFn,
     Program,
@@ -88,10 +89,14 @@ def fit(
         ``"raise"`` (:class:`DivergenceError` naming the step).
       checkpoint_dir: save the run there, and resume from it when it holds a checkpoint
         of the same run (see :mod:`gdjax.train.resume`); checked before training starts.
+        With several processes it must be one directory all of them see: process 0
+        writes it, every process resumes from it.
       checkpoint_every: save every this many steps (a multiple of ``record_every``;
         default: after every chunk).
       mesh: a ``jax.sharding.Mesh``: the examples are sharded over its ``"data"`` axis
-        (data parallel), parameters replicated.
+        (data parallel), parameters replicated. With several processes
+        (``jax.distributed``), every process passes the same arguments (the same full
+        ``data``, or a global ``jax.Array`` of it) and gets the same result.
       chunk_size: steps per chunk between progress updates (default: ~0.25 s of steps).
       monitor: ``monitor(info) -> pytree of arrays``, called inside the compiled loop at
         every recorded step with a :class:`gdjax.train.StepInfo` (``t``, ``params``,
@@ -163,7 +168,8 @@ def fit(
         if checkpoint_dir is not None:  # before anything is traced or compiled
             nbytes = 4 * sum(x.nbytes for x in jax.tree_util.tree_leaves(params))  # + opt state
             path = R.preflight(Path(checkpoint_dir), nbytes)
-            held.enter_context(R.locked(path.parent))
+            if jax.process_index() == 0:  # process 0 writes (and holds) the checkpoint
+                held.enter_context(R.locked(path.parent))
         run, state = _prepare(
             loss_fn,
             params,
@@ -195,9 +201,10 @@ def fit(
                 monitor=None if monitor is None else _name(monitor),
             )
             state, segments = run.resume(path, fp, state, run.params)
-            saver = R.Saver(path, fp, segments)
+            # every process resumes from the same files; only process 0 writes them
+            saver = R.Saver(path, fp, segments) if jax.process_index() == 0 else None
             if mesh is not None:
-                state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+                state = place(state, NamedSharding(mesh, PartitionSpec()))
         state = run.train(state, progress, saver)
     return run.result(state, on_divergence, saver)
 
@@ -228,10 +235,10 @@ def _prepare(
     if mesh is not None:
         batch_sharding = NamedSharding(mesh, PartitionSpec(axis))
         replicated = NamedSharding(mesh, PartitionSpec())
-        data = jax.device_put(data, batch_sharding)
-        params, opt_leaves = jax.device_put((params, opt_leaves), replicated)
+        data = place(data, batch_sharding)
+        params, opt_leaves = place((params, opt_leaves), replicated)
         if key is not None:
-            key = jax.device_put(key, replicated)
+            key = place(key, replicated)
     prog = Program(
         loss_fn=loss_fn,
         value_and_grad=value_and_grad,
@@ -320,7 +327,7 @@ class _Run:
         careful = dataclasses.replace(self.prog, careful=True)
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj, seen = jax.device_get(outputs)
+            losses, traj, seen = fetch(outputs)
             n_rec = -(-(t_end - t) // self.prog.record_every)
             got = {"losses": losses, "trajectory": traj, "monitor": seen}
             for name, chunks in self.history.items():

@@ -16,11 +16,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax._validate import UsageError, as_key, check_finite, check_int
 from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train.loop import Progress, nan_after
+from gdjax.train.placement import fetch, place
 from gdjax.train.program import (
     Program,
     compiled_chunk,
@@ -37,7 +39,7 @@ Data = Any
 
 def _take(tree: Any, idx: Any) -> Any:
     """Rows ``idx`` of every leaf, gathered on the host (no eager device op to compile)."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], tree)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(tree))
 
 
 def _one(tree: Any) -> Any:
@@ -45,8 +47,35 @@ def _one(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
 
 
-def _bucket(n: int, k: int) -> int:
-    return k if n == k else min(k, 1 << (n - 1).bit_length())
+def _padded(idx: np.ndarray, size: int) -> np.ndarray:
+    """``idx`` followed by repeats of its last entry, ``size`` in all."""
+    return np.concatenate([idx, np.repeat(idx[-1:], size - idx.size)])
+
+
+def _sweep_mesh(mesh: Any, m: int | None):
+    """(devices of "settings", the batch sharding or None, the data sharding) of a
+    sweep's mesh, or a refusal that says what the mesh needs."""
+    if not isinstance(mesh, Mesh) or "settings" not in mesh.axis_names:
+        raise UsageError(
+            "sweep: `mesh` must be a jax.sharding.Mesh with an axis named \"settings\" (the "
+            "runs are split over it), e.g. Mesh(np.array(jax.devices()), (\"settings\",))."
+        )
+    extra = set(mesh.axis_names) - {"settings", "data"}
+    if extra:
+        raise UsageError(
+            f"sweep: `mesh` axes must be \"settings\" and optionally \"data\", got "
+            f"{mesh.axis_names}."
+        )
+    if "data" not in mesh.axis_names:
+        return mesh.shape["settings"], None, NamedSharding(mesh, PartitionSpec())
+    n_data = mesh.shape["data"]
+    if m is None or m % n_data:
+        raise UsageError(
+            f"sweep: the mesh's \"data\" axis has {n_data} devices, but `data` has "
+            f"{m} examples; pass a multiple of {n_data} (or a mesh without \"data\")."
+        )
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    return mesh.shape["settings"], batch, batch
 
 
 def sweep(
@@ -67,6 +96,7 @@ def sweep(
     progress: bool | None = None,
     chunk_size: int | None = None,
     monitor: Callable[..., Any] | None = None,
+    mesh: Mesh | None = None,
 ) -> SweepResult:
     """Run :func:`fit` for many hyperparameter settings and seeds as one vmapped program.
 
@@ -89,6 +119,10 @@ def sweep(
       key: without seeds, the mini-batch key (or int seed) shared by every run.
       progress, chunk_size, monitor: as in :func:`fit` (``runs.monitor`` has a leading
         runs axis).
+      mesh: a ``jax.sharding.Mesh`` with an axis ``"settings"``: the runs are split over
+        its devices (padded to a multiple of their number), the data replicated; a second
+        axis ``"data"`` also shards every run's examples. In one process or several
+        (``jax.distributed``; every process passes the same arguments).
 
     Returns:
       A :class:`SweepResult`. Run ``i`` equals ``fit`` with setting ``i`` (to float32
@@ -127,7 +161,12 @@ def sweep(
                 f"`batch_size={batch_size}` draws shuffled mini-batches: pass `key` (or "
                 f"`seeds`), e.g. key=jax.random.key(0)."
             )
-    A.check_batch(batch_size, m, 1)
+    settings_sharding = batch_sharding = data_sharding = None
+    n_dev = 1
+    if mesh is not None:
+        n_dev, batch_sharding, data_sharding = _sweep_mesh(mesh, m)
+        settings_sharding = NamedSharding(mesh, PartitionSpec("settings"))
+    A.check_batch(batch_size, m, 1 if batch_sharding is None else mesh.shape["data"])
 
     # ---- the K·S runs ----------------------------------------------------------------
     n_seeds = 1 if seed_arr is None else seed_arr.size
@@ -172,6 +211,7 @@ def sweep(
         batched_key=batched_key,
         batched_params=batched_params,
         monitor=monitor,
+        batch_sharding=batch_sharding,
     )
     n_runs = n_settings * n_seeds
     state = compiled_init(prog, params, leaves)
@@ -179,7 +219,9 @@ def sweep(
     one_run = (_one(state), data, one_key, _one(leaves))
     prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
     seen_like = monitor_like(prog, *one_run)
-    final = _Pool(prog, data, run_key, n_runs, steps, seen_like).run(state, leaves, progress)
+    placed = data if mesh is None else place(data, data_sharding)
+    pool = _Pool(prog, placed, run_key, n_runs, steps, seen_like, n_dev, settings_sharding)
+    final = pool.run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
     losses = nan_after(final["losses"][:, :n_rec], final["diverged_at"], record_every)
@@ -218,10 +260,29 @@ class _Pool:
     n_runs: int
     steps: int
     seen_like: Any = None  # one record of the monitor's output (None without one)
+    quantum: int = 1  # the number of slots is a multiple of the "settings" devices
+    sharding: NamedSharding | None = None  # the slots' sharding on a mesh
 
     def _chunk(self, prog, state, leaves, idx, t, n_records):
         key = self.key[idx] if self.prog.batched_key else self.key
-        return compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records)
+        if self.sharding is not None:
+            state, leaves = place((state, leaves), self.sharding)
+            if key is not None:
+                key = place(key, self.sharding if prog.batched_key else self._replicated)
+        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records)
+        return out[0], *fetch(out[1:])
+
+    @property
+    def _replicated(self) -> NamedSharding:
+        return NamedSharding(self.sharding.mesh, PartitionSpec())
+
+    def _slots(self, n: int) -> int:
+        """Slots for ``n`` live runs: a power of two (few sizes, few compilations), a
+        multiple of ``quantum``, at most the padded number of runs."""
+        top = -(-self.n_runs // self.quantum) * self.quantum
+        if n == self.n_runs:
+            return top
+        return min(top, -(-(1 << (n - 1).bit_length()) // self.quantum) * self.quantum)
 
     def run(self, state, leaves, progress) -> dict[str, Any]:
         prog, re = self.prog, self.prog.record_every
@@ -239,7 +300,9 @@ class _Pool:
             if seen is not None:
                 jax.tree_util.tree_map(lambda d, b: _store(d, runs, rows, b, n), seen, buf)
         out = jax.tree_util.tree_map(lambda x: np.array(x), state._asdict())
-        live = np.arange(self.n_runs)  # run index of each slot (padding repeats the last)
+        live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
+        if live.size > self.n_runs:  # slots past the runs repeat the last run
+            state, leaves = _take(state, live), _take(leaves, live)
         n_live, t = self.n_runs, 0
         bar = Progress(progress, self.steps, 0, -(-self.steps // (prog.capacity * re)), "sweep")
         try:
@@ -247,15 +310,14 @@ class _Pool:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
                 end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
-                stopped = np.asarray(end.stopped)[:n_live]
+                stopped = fetch(end.stopped)[:n_live]
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
                 keep_records(live[:n_live], rows, mon, n_live)
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
-                    size = _bucket(bad.size, self.n_runs)
-                    sel = np.concatenate([bad, np.repeat(bad[-1:], size - bad.size)])
+                    sel = _padded(bad, self._slots(bad.size))
                     again, buf2, _, mon2 = self._chunk(
                         careful, _take(state, sel), _take(leaves, sel), live[sel], t, n_records
                     )
@@ -268,8 +330,7 @@ class _Pool:
                     for name, value in end._asdict().items():
                         out[name] = _put(out[name], live[keep], _take(value, keep), keep.size)
                 if stopped.any() and keep.size:  # re-pack the live runs
-                    size = _bucket(keep.size, self.n_runs)
-                    sel = np.concatenate([keep, np.repeat(keep[-1:], size - keep.size)])
+                    sel = _padded(keep, self._slots(keep.size))
                     state, leaves, live = _take(end, sel), _take(leaves, sel), live[sel]
                 else:
                     state = end
@@ -313,4 +374,4 @@ def _put(target: Any, rows: np.ndarray, value: Any, n: int) -> Any:
         dst[rows] = np.asarray(src)[:n]
         return dst
 
-    return jax.tree_util.tree_map(one, target, value)
+    return jax.tree_util.tree_map(one, target, fetch(value))
