@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -18,19 +16,16 @@ from gdjax._validate import UsageError, as_key, check_choice, check_finite, chec
 from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train import resume as R
-from gdjax.train.loop import Progress, drive, last_finite, nan_after, stack_host
-from gdjax.train.placement import fetch, place
+from gdjax.train.placement import place
 from gdjax.train.program import (
     LossFn,
     Program,
-    State,
     StepInfo,
-    compiled_chunk,
     compiled_init,
-    final_loss,
     monitor_like,
 )
-from gdjax.train.results import DivergenceError, FitResult
+from gdjax.train.results import FitResult
+from gdjax.train.run import Run
 
 Params = Any
 Data = Any
@@ -258,147 +253,8 @@ def _prepare(
         prog, chunk_size, (state, data, key, opt_leaves), trajectory_bytes=traj_bytes
     )
     seen = monitor_like(prog, state, data, key, opt_leaves)
-    return _Run(prog, data, key, opt_leaves, steps, checkpoint_every, params, seen), state
+    return Run(prog, data, key, opt_leaves, steps, checkpoint_every, params, seen), state
 
 
 def _name(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-
-
-@dataclasses.dataclass
-class _Run:
-    """The host side of one run: chunks, history, checkpoints."""
-
-    prog: Program
-    data: Any
-    key: Any
-    opt_leaves: Any
-    steps: int
-    checkpoint_every: int | None
-    params: Any  # the initial parameters (for the shapes of a resumed history)
-    monitor_like: Any  # the shapes of one record of the monitor (None without one)
-    history: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    saved_records: int = 0
-
-    def __post_init__(self):
-        self.history = {name: [] for name in self._history_like()}
-
-    def chunk_steps(self, t: int) -> int:
-        re = self.prog.record_every
-        n = planner.chunk_records(t, self.steps, re, self.prog.capacity, self.checkpoint_every)
-        return min(n * re, self.steps - t)
-
-    def run_chunk(self, prog: Program, state: State, t: int, n: int):
-        n_records = -(-n // prog.record_every)
-        return compiled_chunk(
-            prog, state, self.data, self.key, self.opt_leaves, t, self.steps, n_records
-        )
-
-    def resume(self, path: Path, fp: dict, state: State, params: Any):
-        if not path.exists():
-            return state, []
-        like = {"state": state, **({} if self.key is None else {"key": self.key})}
-        tree, parts, segments = R.resume(path, fp, like, self._history_like())
-        for part in parts:
-            for name, chunks in self.history.items():
-                chunks.append(jax.tree_util.tree_map(np.asarray, part[name]))
-        self.saved_records = segments[-1][1] if segments else 0
-        return tree["state"], segments
-
-    def _history_like(self) -> dict[str, Any]:
-        """Zero records of each recorded quantity: its structure, shapes and dtypes."""
-
-        def empty(x):
-            return np.zeros((0, *np.shape(x)), np.dtype(x.dtype))
-
-        like = {"losses": np.zeros((0,), self.prog.loss_dtype)}
-        if self.prog.trajectory:
-            like["trajectory"] = jax.tree_util.tree_map(empty, self.params)
-        if self.monitor_like is not None:
-            like["monitor"] = jax.tree_util.tree_map(empty, self.monitor_like)
-        return like
-
-    def train(self, state: State, progress: bool | None, saver: R.Saver | None) -> State:
-        t0 = min(int(state.t), self.steps)
-        if bool(state.stopped) or t0 >= self.steps:  # a finished or diverged checkpoint
-            return state
-        n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
-        bar = Progress(progress, self.steps, t0, n_chunks, "fit")
-        careful = dataclasses.replace(self.prog, careful=True)
-
-        def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj, seen = fetch(outputs)
-            n_rec = -(-(t_end - t) // self.prog.record_every)
-            got = {"losses": losses, "trajectory": traj, "monitor": seen}
-            for name, chunks in self.history.items():
-                chunks.append(jax.tree_util.tree_map(lambda x: x[:n_rec], got[name]))
-            bar.update(t_end, last_finite(losses[:n_rec]))
-            if saver is not None:
-                every = self.checkpoint_every
-                done = t_end >= self.steps or bool(s.stopped)
-                if done or every is None or t_end % every == 0:
-                    self.save(saver, s, t_end)
-
-        try:
-            return drive(
-                lambda s, t, n: self.run_chunk(self.prog, s, t, n),
-                state,
-                t0,
-                self.steps,
-                self.chunk_steps,
-                on_chunk=on_chunk,
-                stopped=lambda s: bool(s.stopped),
-                replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
-            )
-        finally:
-            bar.close()
-
-    def save(self, saver: R.Saver, state: State, t_end: int) -> None:
-        total = sum(len(x) for x in self.history["losses"])
-        first = self.saved_records
-        history = {
-            name: jax.tree_util.tree_map(lambda x: x[first:total], stack_host(chunks, total))
-            for name, chunks in self.history.items()
-        }
-        tree = {"state": state, **({} if self.key is None else {"key": self.key})}
-        saver.save(tree, history, first, t_end)
-        if saver.error is None:
-            self.saved_records = total
-
-    def result(self, state: State, on_divergence: str, saver: R.Saver | None) -> FitResult:
-        re = self.prog.record_every
-        n_rec = -(-self.steps // re)
-        diverged = bool(state.stopped)
-        diverged_at = int(state.diverged_at) if diverged else -1
-        kept = min(sum(len(x) for x in self.history["losses"]), n_rec)
-        after = (np.arange(n_rec) * re > diverged_at) if diverged else np.zeros(n_rec, bool)
-
-        def padded(x):  # n_rec records: NaN (zeros) where none was made or after divergence
-            inexact = np.issubdtype(x.dtype, np.inexact)
-            full = np.full((n_rec, *x.shape[1:]), np.nan if inexact else 0, x.dtype)
-            full[:kept] = x
-            full[after] = np.nan if inexact else 0
-            return full
-
-        like = self._history_like()
-        out = {
-            name: jax.tree_util.tree_map(padded, stack_host(chunks, kept) if chunks else like[name])
-            for name, chunks in self.history.items()
-        }
-        losses = nan_after(out["losses"], np.asarray(diverged_at), re)
-        result = FitResult(
-            params=state.params,
-            opt_state=state.opt_state,
-            losses=losses,
-            final_loss=final_loss(self.prog.loss_fn, state.params, self.data, False),
-            steps=diverged_at if diverged else self.steps,
-            diverged=diverged,
-            diverged_at=diverged_at,
-            trajectory=out.get("trajectory"),
-            key=self.key,
-            checkpoint_error=None if saver is None else saver.error,
-            monitor=out.get("monitor"),
-        )
-        if diverged and on_divergence == "raise":
-            raise DivergenceError(diverged_at, result)
-        return result
