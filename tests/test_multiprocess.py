@@ -78,7 +78,7 @@ def test_launcher_runs_fit_and_sweeps_across_two_processes_equal_to_one_device(t
     got = json.loads(out.read_text())
     assert got["devices"] == 4 and got["processes"] == 2
     # a data-parallel sum is ordered differently: float32 rounding of 60 Adam steps
-    for name in ("fit_full", "fit_mini"):
+    for name in ("fit_full", "fit_mini", "fit_global_array"):
         assert got[name]["params"] < 1e-5, got[name]
         assert got[name]["losses"] < 1e-5, got[name]
     for name in ("sweep_settings", "sweep_settings_data"):

@@ -36,6 +36,7 @@ import numpy as np
 from gdjax import checkpoint as ckpt
 from gdjax import optim
 from gdjax._validate import UsageError
+from gdjax.train.placement import fetch
 
 CHECKPOINT_NAME = "checkpoint.npz"
 _KIND = "gdjax.fit"
@@ -55,7 +56,7 @@ def tree_sha256(tree: Any) -> str:
         if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
             x = jax.random.key_data(x)
         h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+        h.update(np.ascontiguousarray(fetch(x)).tobytes())  # a global array: all of it
     return h.hexdigest()
 
 

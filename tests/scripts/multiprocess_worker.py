@@ -20,7 +20,7 @@ gd.distributed.initialize()  # from the environment gdjax launch / the test sets
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import Mesh  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 
 def loss(params, batch):
@@ -68,6 +68,26 @@ def compare(out_path: str) -> None:
             "params": diff(one.params, many.params),
             "losses": diff(one.losses, many.losses),
         }
+    # a global array built from each process's own rows, instead of the full data
+    rows = slice(32 * jax.process_index(), 32 * (jax.process_index() + 1))
+    sharding = NamedSharding(data_mesh, PartitionSpec("data"))
+    local = jax.make_array_from_process_local_data
+    global_data = (local(sharding, X[rows]), local(sharding, y[rows]))
+    one = gd.fit(loss, params, gd.optim.adam(0.01), (X, y), steps=60, batch_size=16, key=3)
+    many = gd.fit(
+        loss,
+        params,
+        gd.optim.adam(0.01),
+        global_data,
+        steps=60,
+        mesh=data_mesh,
+        batch_size=16,
+        key=3,
+    )
+    out["fit_global_array"] = {
+        "params": diff(one.params, many.params),
+        "losses": diff(one.losses, many.losses),
+    }
     rates = jnp.array([0.01, 0.05, 0.2, 1e4, 0.5, 0.1])  # 6 runs on 4 devices; one diverges
     one = gd.sweep(loss, params, gd.optim.sgd(rates), (X, y), steps=50, batch_size=16, seeds=2)
     meshes = {
