@@ -9,8 +9,11 @@ order:
 1. the arguments;
 2. ``GDJAX_NUM_PROCESSES``, ``GDJAX_PROCESS_ID`` and ``JAX_COORDINATOR_ADDRESS`` (what
    ``gdjax launch`` sets, and what any launcher can set);
-3. JAX's own detection of a cluster (Slurm, Open MPI, Kubernetes, Cloud TPU), when none of
-   the above is given.
+3. a Slurm job or Open MPI run of more than one task (``SLURM_NTASKS``,
+   ``OMPI_COMM_WORLD_SIZE``), or ``cluster=True``: JAX's own detection of the cluster
+   (Slurm, Open MPI, Kubernetes, Cloud TPU).
+
+With none of these, :func:`initialize` does nothing: a single process.
 
 On CPU the processes exchange data with gloo (``jax_cpu_collectives_implementation``),
 which :func:`initialize` turns on.
@@ -31,6 +34,8 @@ def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    cluster: bool = False,
 ) -> None:
     """Connect this process to the others (a no-op for a single process).
 
@@ -38,6 +43,8 @@ def initialize(
       coordinator_address: ``"host:port"`` of process 0 (env ``JAX_COORDINATOR_ADDRESS``).
       num_processes: how many processes take part (env ``GDJAX_NUM_PROCESSES``).
       process_id: this process's rank, ``0 … num_processes - 1`` (env ``GDJAX_PROCESS_ID``).
+      cluster: without the three numbers, let JAX detect the cluster even outside a
+        multi-task Slurm or Open MPI run.
     """
     address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
     n = num_processes if num_processes is not None else _env_int("GDJAX_NUM_PROCESSES")
@@ -49,7 +56,7 @@ def initialize(
             "num_processes and process_id (or JAX_COORDINATOR_ADDRESS, GDJAX_NUM_PROCESSES "
             "and GDJAX_PROCESS_ID), or none of them on a cluster JAX detects."
         )
-    if n == 1:
+    if n == 1 or not (all(given) or cluster or _launched_by_cluster()):
         return
     if n is not None and not 0 <= rank < n:
         raise UsageError(f"`process_id` must be in 0 … {n - 1}, got {rank}.")
@@ -63,6 +70,10 @@ def initialize(
 def is_main() -> bool:
     """True in process 0: the one that prints, plots and writes files."""
     return jax.process_index() == 0
+
+
+def _launched_by_cluster() -> bool:
+    return any((_env_int(v) or 1) > 1 for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
 
 
 def _env_int(name: str) -> int | None:

@@ -124,3 +124,39 @@ def test_launcher_refuses_bad_arguments_in_one_line(bad, capsys):
     assert main(["launch", *bad, str(WORKER), "compare", "x.json"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_initialize_is_a_no_op_alone_and_refuses_a_partial_setting(monkeypatch):
+    import gdjax as gd
+
+    for var in ("JAX_COORDINATOR_ADDRESS", "GDJAX_NUM_PROCESSES", "GDJAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    gd.distributed.initialize()  # one process: nothing to connect
+    assert gd.distributed.is_main()
+    with pytest.raises(gd.UsageError, match="all three"):
+        gd.distributed.initialize(num_processes=2)
+    with pytest.raises(gd.UsageError, match="process_id"):
+        gd.distributed.initialize("127.0.0.1:1", num_processes=2, process_id=2)
+    monkeypatch.setenv("GDJAX_NUM_PROCESSES", "two")
+    with pytest.raises(gd.UsageError, match="GDJAX_NUM_PROCESSES"):
+        gd.distributed.initialize()
+
+
+def test_sweep_refuses_a_mesh_without_a_settings_axis():
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh
+
+    import gdjax as gd
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    with pytest.raises(gd.UsageError, match='"settings"'):
+        gd.sweep(
+            lambda p, b: jnp.sum(p**2),
+            jnp.ones(2),
+            gd.optim.sgd(jnp.array([0.1, 0.2])),
+            steps=3,
+            mesh=mesh,
+        )
