@@ -224,9 +224,13 @@ def sweep(
     final = pool.run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
-    losses = nan_after(final["losses"][:, :n_rec], final["diverged_at"], record_every)
+    on_device = all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(final["params"]))
+    fl = final_loss(loss_fn, final["params"], placed if on_device else data, True)
+    final, fl = fetch((final, fl))  # one transfer of everything still on the device
+    losses = final["losses"][:, :n_rec]
+    if (final["diverged_at"] >= 0).any():
+        losses = nan_after(losses, final["diverged_at"], record_every)
     stopped = final["stopped"]
-    fl = final_loss(loss_fn, final["params"], data, True)
     runs = FitResult(
         params=final["params"],
         opt_state=final["opt_state"],
@@ -299,7 +303,13 @@ class _Pool:
         def keep_records(runs, rows, buf, n):  # records ``rows`` of ``runs`` from a chunk
             if seen is not None:
                 jax.tree_util.tree_map(lambda d, b: _store(d, runs, rows, b, n), seen, buf)
-        out = jax.tree_util.tree_map(lambda x: np.array(x), state._asdict())
+        out = None  # the runs' final states on the host, made at the first retirement
+
+        def host_out():
+            return jax.tree_util.tree_map(
+                lambda x: np.zeros((self.n_runs, *x.shape[1:]), x.dtype), state._asdict()
+            )
+
         live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
         if live.size > self.n_runs:  # slots past the runs repeat the last run
             state, leaves = _take(state, live), _take(leaves, live)
@@ -321,12 +331,16 @@ class _Pool:
                     again, buf2, _, mon2 = self._chunk(
                         careful, _take(state, sel), _take(leaves, sel), live[sel], t, n_records
                     )
+                    out = host_out() if out is None else out
                     for name, value in again._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
                     keep_records(live[bad], rows, mon2, bad.size)
                 keep = np.flatnonzero(~stopped)
-                if keep.size and (stopped.any() or t_end >= self.steps):
+                if out is None and keep.size == live.size == self.n_runs and t_end >= self.steps:
+                    out = dict(end._asdict())  # no run retired: the device arrays as they are
+                elif keep.size and (stopped.any() or t_end >= self.steps):
+                    out = host_out() if out is None else out
                     for name, value in end._asdict().items():
                         out[name] = _put(out[name], live[keep], _take(value, keep), keep.size)
                 if stopped.any() and keep.size:  # re-pack the live runs
