@@ -127,3 +127,26 @@ def test_checkpoint_resume_keeps_the_monitor_history(run, tmp_path):
     )
     np.testing.assert_array_equal(again.monitor["grad"]["W"], whole.monitor["grad"]["W"])
     np.testing.assert_array_equal(again.monitor["t"], whole.monitor["t"])
+
+
+def test_patience_retires_runs_that_stopped_improving_and_keeps_their_state(run):
+    """A tiny learning rate still improves; a zero-gradient run (momentum 0, lr below
+    float32's resolution of the loss) does not and retires at the first chunk boundary
+    past its window, with its parameters as they were then."""
+    params, data = run
+    rates = jnp.array([0.2, 1e-30, 0.05])
+    sw = gd.sweep(loss, params, gd.optim.sgd(rates), data, steps=60, chunk_size=10, patience=20)
+    assert sw.retired_at.tolist()[0] == -1 and sw.retired_at.tolist()[2] == -1
+    t = int(sw.retired_at[1])
+    assert t == 30  # the first check with records older than the 20-step window that
+    # did not improve: at step 30 (records 0..9 vs 10..29)
+    assert int(sw.runs.steps[1]) == t
+    assert np.isnan(sw.losses[1, t:]).all() and np.isfinite(sw.losses[1, :t]).all()
+    np.testing.assert_allclose(sw.run(1).params["W"], params["W"], rtol=1e-6)
+    # the others equal their own fits
+    for i in (0, 2):
+        one = gd.fit(loss, params, gd.optim.sgd(float(rates[i])), data, steps=60)
+        np.testing.assert_allclose(sw.run(i).params["W"], one.params["W"], rtol=2e-5)
+    assert sw.best_index == 0
+    with pytest.raises(gd.UsageError, match="patience"):
+        gd.sweep(loss, params, gd.optim.sgd(rates), data, steps=6, patience=0)

@@ -10,11 +10,24 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from gdjax._validate import UsageError
+from gdjax._validate import UsageError, check_int
+from gdjax.models._base import shapes_of_call
 from gdjax.train.planner import abstract
 
 Data = Any
 _LOSS_DTYPES: dict[Any, np.dtype] = {}  # memo: a loss traced once per shapes
+STEPS_LIMIT = 2**31 - 1  # the step counter is int32 (and saturates there)
+
+
+def check_steps(steps: Any, arg: str = "steps") -> int:
+    """A whole number of steps in [1, 2**31 − 1): the step counter is int32."""
+    steps = check_int(arg, steps, what="a whole number of steps")
+    if steps >= STEPS_LIMIT:
+        raise UsageError(
+            f"`{arg}` must be below 2**31 - 1 = {STEPS_LIMIT} (the step counter is int32), got "
+            f"{steps}. Run fewer steps, or continue a run from its checkpoint."
+        )
+    return steps
 
 
 def check_optimizer(opt: Any, arg: str = "optimizer") -> None:
@@ -64,6 +77,12 @@ def as_arrays(arg: str, tree: Any) -> Any:
         if isinstance(leaf, str | bytes) or leaf is None:
             raise UsageError(
                 f"`{arg}{jax.tree_util.keystr(path)}` is {leaf!r}; every leaf must be an array."
+            )
+        kind = getattr(getattr(leaf, "dtype", None), "kind", "f")
+        if kind in "OSUVMm":  # objects, strings, bytes, records, dates: not numbers
+            raise UsageError(
+                f"`{arg}{jax.tree_util.keystr(path)}` is an array of dtype {leaf.dtype}; every "
+                f"leaf must hold numbers. Convert it, e.g. np.asarray(values, np.float32)."
             )
     if _has_list_of_numbers(tree):
         raise UsageError(
@@ -134,7 +153,7 @@ def check_loss(loss_fn: Any, params: Any, data: Data, batch_size: int | None) ->
         shape = jnp.shape(x) if batch_size is None else (batch_size, *jnp.shape(x)[1:])
         return jax.ShapeDtypeStruct(shape, jnp.result_type(x))
 
-    out = jax.eval_shape(loss_fn, params, jax.tree_util.tree_map(batch_shape, data))
+    out = shapes_of_call(loss_fn, "loss_fn", params, jax.tree_util.tree_map(batch_shape, data))
     if not hasattr(out, "shape") or out.shape != ():
         raise UsageError(
             f"`loss_fn` must return a scalar, got {getattr(out, 'shape', out)}. Reduce it, "

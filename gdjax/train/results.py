@@ -63,12 +63,15 @@ class SweepResult(NamedTuple):
       best_index: the run with the lowest ``final_loss`` among those that did not
         diverge; None when every run diverged.
       best: that run's settings, name -> Python scalar ({} when every run diverged).
+      retired_at: ``(K,)`` the step at which ``patience`` retired each run (−1: never);
+        a retired run's ``runs.steps`` is that step and its later records are NaN.
     """
 
     settings: dict[str, jax.Array]
     runs: FitResult
     best_index: int | None
     best: dict[str, Any]
+    retired_at: Any = None
 
     # the fields of the runs most often read, as before
     @property

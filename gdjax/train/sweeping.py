@@ -9,7 +9,6 @@ runs. Re-packed sizes are powers of two (one compilation per size at most).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gdjax._validate import UsageError, as_key, check_finite, check_int
+from gdjax._validate import UsageError, as_key, check_finite, check_in_range, check_int
 from gdjax.train import args as A
 from gdjax.train import planner
-from gdjax.train.loop import Progress, nan_after
+from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
+from gdjax.train.pool import Pool
 from gdjax.train.program import (
     Program,
-    compiled_chunk,
     compiled_init,
     final_loss,
     monitor_like,
@@ -37,19 +36,9 @@ Params = Any
 Data = Any
 
 
-def _take(tree: Any, idx: Any) -> Any:
-    """Rows ``idx`` of every leaf, gathered on the host (no eager device op to compile)."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(tree))
-
-
 def _one(tree: Any) -> Any:
     """The shapes of one run: every leaf without its leading runs axis."""
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
-
-
-def _padded(idx: np.ndarray, size: int) -> np.ndarray:
-    """``idx`` followed by repeats of its last entry, ``size`` in all."""
-    return np.concatenate([idx, np.repeat(idx[-1:], size - idx.size)])
 
 
 def _sweep_mesh(mesh: Any, m: int | None):
@@ -57,22 +46,21 @@ def _sweep_mesh(mesh: Any, m: int | None):
     sweep's mesh, or a refusal that says what the mesh needs."""
     if not isinstance(mesh, Mesh) or "settings" not in mesh.axis_names:
         raise UsageError(
-            "sweep: `mesh` must be a jax.sharding.Mesh with an axis named \"settings\" (the "
-            "runs are split over it), e.g. Mesh(np.array(jax.devices()), (\"settings\",))."
+            'sweep: `mesh` must be a jax.sharding.Mesh with an axis named "settings" (the '
+            'runs are split over it), e.g. Mesh(np.array(jax.devices()), ("settings",)).'
         )
     extra = set(mesh.axis_names) - {"settings", "data"}
     if extra:
         raise UsageError(
-            f"sweep: `mesh` axes must be \"settings\" and optionally \"data\", got "
-            f"{mesh.axis_names}."
+            f'sweep: `mesh` axes must be "settings" and optionally "data", got {mesh.axis_names}.'
         )
     if "data" not in mesh.axis_names:
         return mesh.shape["settings"], None, NamedSharding(mesh, PartitionSpec())
     n_data = mesh.shape["data"]
     if m is None or m % n_data:
         raise UsageError(
-            f"sweep: the mesh's \"data\" axis has {n_data} devices, but `data` has "
-            f"{m} examples; pass a multiple of {n_data} (or a mesh without \"data\")."
+            f'sweep: the mesh\'s "data" axis has {n_data} devices, but `data` has '
+            f'{m} examples; pass a multiple of {n_data} (or a mesh without "data").'
         )
     batch = NamedSharding(mesh, PartitionSpec("data"))
     return mesh.shape["settings"], batch, batch
@@ -97,6 +85,8 @@ def sweep(
     chunk_size: int | None = None,
     monitor: Callable[..., Any] | None = None,
     mesh: Mesh | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
 ) -> SweepResult:
     """Run :func:`fit` for many hyperparameter settings and seeds as one vmapped program.
 
@@ -119,6 +109,11 @@ def sweep(
       key: without seeds, the mini-batch key (or int seed) shared by every run.
       progress, chunk_size, monitor: as in :func:`fit` (``runs.monitor`` has a leading
         runs axis).
+      patience: retire a run whose lowest recorded loss has not improved (by more than
+        ``min_delta`` relative) over its last ``patience`` steps; checked between chunks
+        (``chunk_size`` sets how often), so the compute follows the runs still learning.
+        A retired run keeps its state at that chunk's end; ``retired_at`` says when.
+      min_delta: the relative improvement ``patience`` asks for (default 0: any).
       mesh: a ``jax.sharding.Mesh`` with an axis ``"settings"``: the runs are split over
         its devices (padded to a multiple of their number), the data replicated; a second
         axis ``"data"`` also shards every run's examples. In one process or several
@@ -138,6 +133,10 @@ def sweep(
         raise UsageError(
             f"`monitor` must be a function monitor(info) -> pytree of arrays, got {monitor!r}."
         )
+    if patience is not None:
+        patience = check_int("patience", patience)
+    check_in_range("min_delta", min_delta, 0.0, 1.0)
+    min_delta = float(min_delta)
     static, leaves, named, n_settings = optimizer_parts(optimizer, learning_rates, hyperparams)
 
     seed_arr = None
@@ -220,7 +219,8 @@ def sweep(
     prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
     seen_like = monitor_like(prog, *one_run)
     placed = data if mesh is None else place(data, data_sharding)
-    pool = _Pool(prog, placed, run_key, n_runs, steps, seen_like, n_dev, settings_sharding)
+    pool = Pool(prog, placed, run_key, n_runs, steps, seen_like, n_dev, settings_sharding)
+    pool.patience, pool.min_delta = patience, min_delta
     final = pool.run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
@@ -236,7 +236,11 @@ def sweep(
         opt_state=final["opt_state"],
         losses=losses,
         final_loss=fl,
-        steps=np.where(stopped, final["diverged_at"], steps),
+        steps=np.where(
+            stopped,
+            final["diverged_at"],
+            np.where(final["retired_at"] >= 0, final["retired_at"], steps),
+        ),
         diverged=stopped,
         diverged_at=final["diverged_at"],
         trajectory=None,
@@ -251,119 +255,13 @@ def sweep(
         if best_index is None
         else {n: np.asarray(v)[best_index].item() for n, v in out_settings.items()}
     )
-    return SweepResult(settings=out_settings, runs=runs, best_index=best_index, best=best)
-
-
-@dataclasses.dataclass
-class _Pool:
-    """The live runs of a sweep, chunk by chunk; diverged runs retire with their state."""
-
-    prog: Program
-    data: Any
-    key: Any
-    n_runs: int
-    steps: int
-    seen_like: Any = None  # one record of the monitor's output (None without one)
-    quantum: int = 1  # the number of slots is a multiple of the "settings" devices
-    sharding: NamedSharding | None = None  # the slots' sharding on a mesh
-
-    def _chunk(self, prog, state, leaves, idx, t, n_records):
-        key = self.key[idx] if self.prog.batched_key else self.key
-        if self.sharding is not None:
-            state, leaves = place((state, leaves), self.sharding)
-            if key is not None:
-                key = place(key, self.sharding if prog.batched_key else self._replicated)
-        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records)
-        return out[0], *fetch(out[1:])
-
-    @property
-    def _replicated(self) -> NamedSharding:
-        return NamedSharding(self.sharding.mesh, PartitionSpec())
-
-    def _slots(self, n: int) -> int:
-        """Slots for ``n`` live runs: a power of two (few sizes, few compilations), a
-        multiple of ``quantum``, at most the padded number of runs."""
-        top = -(-self.n_runs // self.quantum) * self.quantum
-        if n == self.n_runs:
-            return top
-        return min(top, -(-(1 << (n - 1).bit_length()) // self.quantum) * self.quantum)
-
-    def run(self, state, leaves, progress) -> dict[str, Any]:
-        prog, re = self.prog, self.prog.record_every
-        careful = dataclasses.replace(prog, careful=True)
-        n_rec_total = -(-self.steps // re)
-        losses = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
-        seen = None
-        if self.seen_like is not None:
-            seen = jax.tree_util.tree_map(
-                lambda x: _blank_host((self.n_runs, n_rec_total, *x.shape), x.dtype),
-                self.seen_like,
-            )
-
-        def keep_records(runs, rows, buf, n):  # records ``rows`` of ``runs`` from a chunk
-            if seen is not None:
-                jax.tree_util.tree_map(lambda d, b: _store(d, runs, rows, b, n), seen, buf)
-        out = None  # the runs' final states on the host, made at the first retirement
-
-        def host_out():
-            return jax.tree_util.tree_map(
-                lambda x: np.zeros((self.n_runs, *x.shape[1:]), x.dtype), state._asdict()
-            )
-
-        live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
-        if live.size > self.n_runs:  # slots past the runs repeat the last run
-            state, leaves = _take(state, live), _take(leaves, live)
-        n_live, t = self.n_runs, 0
-        bar = Progress(progress, self.steps, 0, -(-self.steps // (prog.capacity * re)), "sweep")
-        try:
-            while t < self.steps and n_live:
-                n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
-                r0 = t // re
-                end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
-                stopped = fetch(end.stopped)[:n_live]
-                t_end = min(t + n_records * re, self.steps)
-                rows = slice(r0, min(r0 + n_records, n_rec_total))
-                losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
-                keep_records(live[:n_live], rows, mon, n_live)
-                if stopped.any():  # replay the diverged runs' chunk with the careful step
-                    bad = np.flatnonzero(stopped)
-                    sel = _padded(bad, self._slots(bad.size))
-                    again, buf2, _, mon2 = self._chunk(
-                        careful, _take(state, sel), _take(leaves, sel), live[sel], t, n_records
-                    )
-                    out = host_out() if out is None else out
-                    for name, value in again._asdict().items():
-                        out[name] = _put(out[name], live[bad], value, bad.size)
-                    losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
-                    keep_records(live[bad], rows, mon2, bad.size)
-                keep = np.flatnonzero(~stopped)
-                if out is None and keep.size == live.size == self.n_runs and t_end >= self.steps:
-                    out = dict(end._asdict())  # no run retired: the device arrays as they are
-                elif keep.size and (stopped.any() or t_end >= self.steps):
-                    out = host_out() if out is None else out
-                    for name, value in end._asdict().items():
-                        out[name] = _put(out[name], live[keep], _take(value, keep), keep.size)
-                if stopped.any() and keep.size:  # re-pack the live runs
-                    sel = _padded(keep, self._slots(keep.size))
-                    state, leaves, live = _take(end, sel), _take(leaves, sel), live[sel]
-                else:
-                    state = end
-                n_live, t = keep.size, t_end
-                bar.update(t, None)
-        finally:
-            bar.close()
-        out["losses"] = losses
-        out["monitor"] = seen
-        return out
-
-
-def _store(dst: np.ndarray, runs: np.ndarray, rows: slice, buf: Any, n: int) -> None:
-    """``dst[runs, rows] = buf[records, :n]`` for a record-major chunk buffer."""
-    dst[runs, rows] = np.swapaxes(np.asarray(buf)[: rows.stop - rows.start, :n], 0, 1)
-
-
-def _blank_host(shape, dtype) -> np.ndarray:
-    return np.full(shape, np.nan if np.issubdtype(dtype, np.inexact) else 0, dtype)
+    return SweepResult(
+        settings=out_settings,
+        runs=runs,
+        best_index=best_index,
+        best=best,
+        retired_at=final["retired_at"],
+    )
 
 
 def _nan_after(tree: Any, final: dict[str, Any], record_every: int) -> Any:
@@ -378,14 +276,3 @@ def _nan_after(tree: Any, final: dict[str, Any], record_every: int) -> Any:
         return np.where(after.reshape(after.shape + (1,) * (x.ndim - 2)), blank, x)
 
     return jax.tree_util.tree_map(one, tree)
-
-
-def _put(target: Any, rows: np.ndarray, value: Any, n: int) -> Any:
-    """``target[rows] = value[:n]`` leaf by leaf, on host copies."""
-
-    def one(dst, src):
-        dst = np.array(dst)
-        dst[rows] = np.asarray(src)[:n]
-        return dst
-
-    return jax.tree_util.tree_map(one, target, fetch(value))

@@ -1,0 +1,181 @@
+"""The live runs of a sweep, chunk by chunk: diverged runs replayed and retired, runs
+that stopped improving retired, the rest re-packed into fewer slots."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gdjax.train import planner
+from gdjax.train.loop import Progress
+from gdjax.train.placement import fetch, place
+from gdjax.train.program import Program, compiled_chunk
+
+__all__ = ["Pool", "take"]
+
+
+def take(tree: Any, idx: Any) -> Any:
+    """Rows ``idx`` of every leaf, gathered on the host (no eager device op to compile)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(tree))
+
+
+def _padded(idx: np.ndarray, size: int) -> np.ndarray:
+    """``idx`` followed by repeats of its last entry, ``size`` in all."""
+    return np.concatenate([idx, np.repeat(idx[-1:], size - idx.size)])
+
+
+@dataclasses.dataclass
+class Pool:
+    """The live runs of a sweep, chunk by chunk; diverged runs retire with their state."""
+
+    prog: Program
+    data: Any
+    key: Any
+    n_runs: int
+    steps: int
+    seen_like: Any = None  # one record of the monitor's output (None without one)
+    quantum: int = 1  # the number of slots is a multiple of the "settings" devices
+    sharding: NamedSharding | None = None  # the slots' sharding on a mesh
+    patience: int | None = None  # retire runs that stopped improving (None: never)
+    min_delta: float = 0.0
+
+    def _chunk(self, prog, state, leaves, idx, t, n_records):
+        key = self.key[idx] if self.prog.batched_key else self.key
+        if self.sharding is not None:
+            state, leaves = place((state, leaves), self.sharding)
+            if key is not None:
+                key = place(key, self.sharding if prog.batched_key else self._replicated)
+        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records)
+        return out[0], *fetch(out[1:])
+
+    @property
+    def _replicated(self) -> NamedSharding:
+        return NamedSharding(self.sharding.mesh, PartitionSpec())
+
+    def _slots(self, n: int) -> int:
+        """Slots for ``n`` live runs: a power of two (few sizes, few compilations), a
+        multiple of ``quantum``, at most the padded number of runs."""
+        top = -(-self.n_runs // self.quantum) * self.quantum
+        if n == self.n_runs:
+            return top
+        return min(top, -(-(1 << (n - 1).bit_length()) // self.quantum) * self.quantum)
+
+    def run(self, state, leaves, progress) -> dict[str, Any]:
+        prog, re = self.prog, self.prog.record_every
+        careful = dataclasses.replace(prog, careful=True)
+        n_rec_total = -(-self.steps // re)
+        losses = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
+        seen = None
+        if self.seen_like is not None:
+            seen = jax.tree_util.tree_map(
+                lambda x: _blank_host((self.n_runs, n_rec_total, *x.shape), x.dtype),
+                self.seen_like,
+            )
+
+        def keep_records(runs, rows, buf, n):  # records ``rows`` of ``runs`` from a chunk
+            if seen is not None:
+                jax.tree_util.tree_map(lambda d, b: _store(d, runs, rows, b, n), seen, buf)
+
+        out = None  # the runs' final states on the host, made at the first retirement
+
+        def host_out():
+            return jax.tree_util.tree_map(
+                lambda x: np.zeros((self.n_runs, *x.shape[1:]), x.dtype), state._asdict()
+            )
+
+        retired_at = np.full(self.n_runs, -1, np.int32)
+        live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
+        if live.size > self.n_runs:  # slots past the runs repeat the last run
+            state, leaves = take(state, live), take(leaves, live)
+        n_live, t = self.n_runs, 0
+        bar = Progress(progress, self.steps, 0, -(-self.steps // (prog.capacity * re)), "sweep")
+        try:
+            while t < self.steps and n_live:
+                n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
+                r0 = t // re
+                end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
+                stopped = fetch(end.stopped)[:n_live]
+                t_end = min(t + n_records * re, self.steps)
+                rows = slice(r0, min(r0 + n_records, n_rec_total))
+                losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
+                keep_records(live[:n_live], rows, mon, n_live)
+                if stopped.any():  # replay the diverged runs' chunk with the careful step
+                    bad = np.flatnonzero(stopped)
+                    sel = _padded(bad, self._slots(bad.size))
+                    again, buf2, _, mon2 = self._chunk(
+                        careful, take(state, sel), take(leaves, sel), live[sel], t, n_records
+                    )
+                    out = host_out() if out is None else out
+                    for name, value in again._asdict().items():
+                        out[name] = _put(out[name], live[bad], value, bad.size)
+                    losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
+                    keep_records(live[bad], rows, mon2, bad.size)
+                keep = np.flatnonzero(~stopped)
+                if self.patience is not None and keep.size and t_end < self.steps:
+                    flat = _plateaued(
+                        losses[live[keep], : rows.stop], t_end, self.patience, re, self.min_delta
+                    )
+                    if flat.any():  # retire them as they are at the chunk's end
+                        done, keep = keep[flat], keep[~flat]
+                        out = host_out() if out is None else out
+                        for name, value in end._asdict().items():
+                            out[name] = _put(out[name], live[done], take(value, done), done.size)
+                        retired_at[live[done]] = t_end
+                gone = keep.size < n_live
+                if out is None and keep.size == live.size == self.n_runs and t_end >= self.steps:
+                    out = dict(end._asdict())  # no run retired: the device arrays as they are
+                elif keep.size and (gone or t_end >= self.steps):
+                    out = host_out() if out is None else out
+                    for name, value in end._asdict().items():
+                        out[name] = _put(out[name], live[keep], take(value, keep), keep.size)
+                if gone and keep.size:  # re-pack the live runs
+                    sel = _padded(keep, self._slots(keep.size))
+                    state, leaves, live = take(end, sel), take(leaves, sel), live[sel]
+                else:
+                    state = end
+                n_live, t = keep.size, t_end
+                bar.update(t, None)
+        finally:
+            bar.close()
+        out["losses"] = losses
+        out["monitor"] = seen
+        out["retired_at"] = retired_at
+        return out
+
+
+def _plateaued(
+    losses: np.ndarray, t_end: int, patience: int, record_every: int, min_delta: float
+) -> np.ndarray:
+    """Which rows of ``losses`` (records up to step ``t_end``) did not improve their lowest
+    value by more than ``min_delta`` (relative) in the last ``patience`` steps."""
+    old = -(-(t_end - patience) // record_every)  # records made before the window
+    if old < 1 or old >= losses.shape[1]:
+        return np.zeros(losses.shape[0], bool)
+    with np.errstate(invalid="ignore"):
+        best_old = np.nanmin(losses[:, :old], axis=1)
+        best = np.nanmin(losses, axis=1)
+        return ~(best_old - best > min_delta * np.abs(best_old))
+
+
+def _store(dst: np.ndarray, runs: np.ndarray, rows: slice, buf: Any, n: int) -> None:
+    """``dst[runs, rows] = buf[records, :n]`` for a record-major chunk buffer."""
+    dst[runs, rows] = np.swapaxes(np.asarray(buf)[: rows.stop - rows.start, :n], 0, 1)
+
+
+def _blank_host(shape, dtype) -> np.ndarray:
+    return np.full(shape, np.nan if np.issubdtype(dtype, np.inexact) else 0, dtype)
+
+
+def _put(target: Any, rows: np.ndarray, value: Any, n: int) -> Any:
+    """``target[rows] = value[:n]`` leaf by leaf, on host copies."""
+
+    def one(dst, src):
+        dst = np.array(dst)
+        dst[rows] = np.asarray(src)[:n]
+        return dst
+
+    return jax.tree_util.tree_map(one, target, fetch(value))
