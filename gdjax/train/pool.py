@@ -101,7 +101,11 @@ class Pool:
                 stopped = fetch(end.stopped)[:n_live]
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
-                losses[live[:n_live], rows] = np.asarray(buf)[: rows.stop - r0, :n_live].T
+                got = np.asarray(buf)[: rows.stop - r0, :n_live].T
+                if n_live == self.n_runs:  # every run in its own slot, in order
+                    losses[:, rows] = got
+                else:
+                    losses[live[:n_live], rows] = got
                 keep_records(live[:n_live], rows, mon, n_live)
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
