@@ -324,6 +324,44 @@ def test_scan_is_one_node_with_a_note():
     assert "scan over 3 steps" in graph.table()
 
 
+def test_while_loop_shows_forward_values_and_says_why_there_is_no_adjoint():
+    def f(x, y, z):
+        u = gd.name(x * 2.0, "u")
+        w = jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] * u, c[1] + 1), (y, 0))[0]
+        return w + z**2
+
+    graph = trace(f, 1.5, 2.0, 0.5)
+    loop = next(n for n in graph.nodes if n.op == "while" and n.name != "while2")
+    np.testing.assert_allclose(float(loop.value), 2.0 * 3.0**3)  # y·u³ with u = 2x = 3
+    np.testing.assert_allclose(float(graph.output.value), 54.25)
+    assert "forward only" in loop.note and "lax.scan" in loop.note
+    assert float(loop.adjoint) == 1.0  # the loop's own adjoint is known: J = w + z²
+    for name in ("x", "y", "u"):  # upstream of the loop: no adjoint, and the reason
+        assert graph[name].adjoint is None and "while loop" in graph[name].note
+    np.testing.assert_allclose(graph["z"].adjoint, 1.0)  # z does not pass through the loop
+    assert graph.grads(2) is not None and graph.grads(0) is None
+    assert all(e.cotangent is None for e in graph.edges if e.dst == loop.name)
+    table = graph.table()
+    assert "forward only" in table and re.search(
+        r"^u\s+mul\s+x \* 2\s+f32\[\]\s+3\s+-", table, re.M
+    )
+
+
+def test_a_while_loop_inside_a_scan_body_is_no_jax_error():
+    def f(x, xs):
+        def body(c, xi):
+            c2 = jax.lax.while_loop(lambda t: t[1] < 2, lambda t: (t[0] * xi, t[1] + 1), (c, 0))
+            return c2[0], c2[0]
+
+        return jax.lax.scan(body, x, xs)[0] + x
+
+    graph = trace(f, 1.5, jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(float(graph.output.value), 1.5 * 1 * 1 * 2 * 2 + 1.5)
+    loop = next(n for n in graph.nodes if n.op == "scan")
+    assert "its body holds a while loop" in loop.note
+    assert graph["x"].adjoint is None and graph["xs"].adjoint is None
+
+
 # -- views --------------------------------------------------------------------------------
 
 
@@ -439,12 +477,64 @@ def test_cli_trace_at_json_svg_and_dot(tmp_path, capsys):
         ('{"a": [1, 2]}', "shape"),
         ("{a: 1}", "not valid JSON"),
         ("[1]", "JSON object"),
-        ('{"a": "x"}', "numbers"),
+        ('{"a": "x"}', "--at['a'] must hold numbers"),
+        ('{"a": "1.5"}', "--at['a'] must hold numbers"),  # NumPy would read it as 1.5
+        ('{"b": true}', "--at['b'] must hold numbers, got true (bool)"),
+        ('{"c": null}', "--at['c'] must hold numbers"),
+        ('{"a": NaN}', "--at['a'] must hold finite numbers, got nan"),
+        ('{"b": -Infinity}', "--at['b'] must hold finite numbers, got -inf"),
+        ('{"c": 1e39}', "--at['c'] holds a number too large for float32"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_cli_trace_rejects_bad_at(at, message, capsys):
     assert cli.main(["trace", "G1", "--at", at]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_cli_trace_at_takes_lists_for_a_layer_list(capsys):
+    at = '[{"W": [[0.1, 0.2], [0.3, 0.4]]}, {"b": [1, 2]}, {"b": [true]}]'
+    assert cli.main(["trace", "N1", "--at", at]) == 2
+    assert "--at[2]['b'] must hold numbers, got true" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, where, message",
+    [
+        ("--svg", "/nonexistent-gdjax/g.svg", "the folder /nonexistent-gdjax does not exist"),
+        ("--svg", "{d}", "is a folder; give a file name"),
+        ("--png", "{d}/g.svg", "must end in .png"),
+        ("--html", "{d}", "is a folder"),
+    ],
+)
+def test_cli_trace_output_paths_are_checked_before_tracing(
+    flag, where, message, tmp_path, capsys, monkeypatch
+):
+    import gdjax.graph
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced before the path was checked")
+
+    monkeypatch.setattr(gdjax.graph, "trace", no_trace)
+    assert cli.main(["trace", "G1", flag, where.format(d=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_trace_without_any_drawing_engine_says_so_first(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(render, "_dot_binary", lambda: None)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a)
+    )
+    assert cli.main(["trace", "G1", "--svg", str(tmp_path / "g.svg")]) == 2
+    assert "apt-get install graphviz" in capsys.readouterr().err
+    assert not (tmp_path / "g.svg").exists()
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -150,3 +150,13 @@ def test_patience_retires_runs_that_stopped_improving_and_keeps_their_state(run)
     assert sw.best_index == 0
     with pytest.raises(gd.UsageError, match="patience"):
         gd.sweep(loss, params, gd.optim.sgd(rates), data, steps=6, patience=0)
+
+
+def test_results_show_in_a_notebook_as_a_table_with_the_final_loss(run):
+    params, data = run
+    res = gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=12)
+    page = res._repr_html_()
+    assert "<table" in page and "<svg" in page
+    assert f"{float(res.final_loss):.6g}" in page
+    sw = gd.sweep(loss, params, gd.optim.sgd(jnp.array([0.1, 0.2])), data, steps=12)
+    assert "<table" in sw._repr_html_()

@@ -40,7 +40,13 @@ Layers (each a module of this package): :mod:`~gdjax.graph.primitive` (the name 
 :mod:`~gdjax.graph.build` (jaxpr to a flat list of steps), :mod:`~gdjax.graph.interpret`
 (forward and reverse passes, :func:`trace`), :mod:`~gdjax.graph.assemble` (naming the
 nodes), :mod:`~gdjax.graph.graph` (:class:`Graph`, :class:`Node`, :class:`Edge`) and
-:mod:`~gdjax.graph.render` (text, DOT, Graphviz and matplotlib).
+:mod:`~gdjax.graph.render` (text, DOT, Graphviz and matplotlib), and the explorer page:
+:mod:`~gdjax.graph.html` (``Graph.to_html``, ``check_html``), :mod:`~gdjax.graph._overlay`
+(a check report on the graph) and :mod:`~gdjax.graph._explorer` (its script and style).
+
+A ``while`` loop has no reverse-mode rule in JAX (its trip count is known only at run
+time): the graph keeps its forward values, and every node the output depends on only
+through the loop gets ``adjoint=None`` and a note saying why.
 """
 
 from gdjax.graph.graph import Edge, Graph, Node

@@ -139,6 +139,7 @@ def _assemble(
         _aliases=aliases,
         _arg_names=tuple(_arg_names(f, len(args))),
         _named=frozenset(names[i] for i, p in enumerate(b.protos) if p.label and p.kind != "input"),
+        _scopes={names[i]: p.scope for i, p in enumerate(b.protos) if p.scope},
     )
 
 

@@ -53,6 +53,7 @@ class _Proto:
     path: str = ""
     step: int = -1
     note: str = ""
+    scope: tuple[str, ...] = ()  # the inlined calls it was computed in, outermost first
 
 
 @dataclasses.dataclass
@@ -82,8 +83,12 @@ class _Builder:
     def __init__(self) -> None:
         self.protos: list[_Proto] = []
         self.steps: list[_Step] = []
+        self.scope: list[str] = []  # keys of the calls being inlined: "layer@1"
+        self.calls = 0
 
     def new(self, proto: _Proto) -> int:
+        if proto.kind != "input":
+            proto.scope = tuple(self.scope)
         self.protos.append(proto)
         return len(self.protos) - 1
 
@@ -102,8 +107,15 @@ class _Builder:
                 env[eqn.outvars[0]] = self.named(atoms[0], eqn)
             elif prim.name in _INLINE and _sub_jaxpr(eqn.params) is not None:
                 sub, sub_consts = _sub_jaxpr(eqn.params)
-                const_ids = [self.new(_Proto("const", "const", jnp.asarray(c))) for c in sub_consts]
-                env.update(zip(eqn.outvars, self.walk(sub, const_ids, atoms)))
+                self.calls += 1
+                self.scope.append(f"{_call_label(prim.name, eqn.params)}@{self.calls}")
+                try:
+                    const_ids = [
+                        self.new(_Proto("const", "const", jnp.asarray(c))) for c in sub_consts
+                    ]
+                    env.update(zip(eqn.outvars, self.walk(sub, const_ids, atoms)))
+                finally:
+                    self.scope.pop()
             elif _is_noop_convert(eqn):
                 env[eqn.outvars[0]] = atoms[0]
             else:
@@ -132,6 +144,14 @@ class _Builder:
         ]
         self.steps.append(step)
         return step.outs
+
+
+def _call_label(prim_name: str, params: Mapping[str, Any]) -> str:
+    """How an inlined call is shown as a group: the jitted function's name, or the kind."""
+    name = params.get("name")
+    if isinstance(name, str) and name and name != "<lambda>":
+        return name
+    return {"checkpoint": "checkpoint", "remat": "checkpoint"}.get(prim_name, prim_name)
 
 
 def _sub_jaxpr(params: Mapping[str, Any]) -> tuple[Jaxpr, list[Any]] | None:

@@ -30,7 +30,8 @@ class Node(NamedTuple):
       inputs: names of the nodes it is computed from, in argument order.
       value: its value at the traced point.
       adjoint: ``d(output)/d(node)`` (with a cotangent: the cotangent pulled back), the
-        node's shape; ``None`` for integer and boolean nodes.
+        node's shape; ``None`` for integer and boolean nodes, and for a node the output
+        depends on through a ``while`` loop (no reverse-mode rule; its note says so).
       expr: how it is computed, in the graph's names (``"b * c"``); for an input, its
         argument path (``"params['a']"``).
       note: why a node is special (a loop shown as one node, a custom derivative rule).
@@ -78,6 +79,8 @@ class Graph:
     _aliases: Mapping[str, str] = dataclasses.field(repr=False, default_factory=dict)
     _arg_names: tuple[str, ...] = dataclasses.field(repr=False, default=())
     _named: frozenset[str] = dataclasses.field(repr=False, default=frozenset())
+    # node name -> keys of the inlined calls (jit, checkpoint) it was computed in
+    _scopes: Mapping[str, tuple[str, ...]] = dataclasses.field(repr=False, default_factory=dict)
 
     # -- lookup ------------------------------------------------------------------------
     def _index(self) -> dict[str, Node]:
@@ -214,6 +217,33 @@ class Graph:
         its adjoint as the sum of what arrives.
         """
         return render.to_dot(self)
+
+    def to_html(self, path: str | Path | None = None, *, title: str = "") -> str:
+        """The interactive explorer: one self-contained HTML page (no network needed).
+
+        The graph is laid out left to right; every node shows its value and adjoint, every
+        scalar edge its local partial ∂dst/∂src and what flows back, a value used more than
+        once its adjoint as the sum of the arrivals. Groups (a layer ``z3, a3``, a jitted
+        function, a scan's outputs) collapse to one box and expand again; a search box
+        finds a node by name; clicking a node shows its full arrays. See
+        :mod:`gdjax.graph.html`.
+
+        Args:
+          path: where to write the page (UTF-8); None writes nothing.
+          title: the page's heading (default: the output's name).
+
+        Returns:
+          the HTML text.
+        """
+        from gdjax.graph import html
+
+        return html.to_html(self, path, title=title)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the explorer inline (in an iframe, so its script runs sandboxed)."""
+        from gdjax.graph import html
+
+        return html.inline_html(self)
 
     def save(self, path: str | Path, *, engine: str = "auto") -> Path:
         """Draw the graph to ``path``: ``.svg``, ``.png``, ``.pdf``, or ``.dot`` (DOT text).

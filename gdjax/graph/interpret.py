@@ -126,7 +126,9 @@ def trace(
     ]
     seeds = _seeds(b, out_ids, out_tree[0], cotangent)
     _forward(b)
-    adjoints, edge_cts, partials = _reverse(b, out_ids, seeds)
+    blocked = _blocked(b, out_ids)
+    adjoints, edge_cts, partials = _reverse(b, out_ids, seeds, blocked)
+    _note_blocked(b, blocked)
     return _assemble(
         b, in_ids, out_ids, output_name, adjoints, edge_cts, partials, in_tree, f, args
     )
@@ -182,13 +184,82 @@ def _seeds(b: _Builder, out_ids: list[int], out_tree: Any, cotangent: Any) -> li
     return seeds
 
 
-def _reverse(b: _Builder, out_ids: list[int], seeds: list[Any]):
+_NO_REVERSE = frozenset({"while"})  # primitives JAX cannot differentiate in reverse mode
+
+_WHILE_NOTE = (
+    "no adjoint flows back through it: JAX differentiates a while loop forward only (its "
+    "number of steps is known only at run time), so its inputs' adjoints are not shown; "
+    "lax.scan or lax.fori_loop with Python-int bounds can be differentiated"
+)
+_UPSTREAM_NOTE = (
+    "no adjoint: the output depends on this value through a while loop, which JAX cannot "
+    "differentiate in reverse mode"
+)
+
+
+def _no_reverse(step: Any) -> bool:
+    """A while loop, or a scan/cond whose body holds one: JAX has no transpose for it."""
+    if step.prim.name in _NO_REVERSE:
+        return True
+    if step.prim.name not in ("scan", "cond"):
+        return False
+
+    def holds_while(jaxpr: Any) -> bool:
+        return any(
+            e.primitive.name in _NO_REVERSE
+            or any(holds_while(sub) for sub in jax.extend.core.jaxprs_in_params(e.params))
+            for e in jaxpr.eqns
+        )
+
+    return any(holds_while(sub) for sub in jax.extend.core.jaxprs_in_params(step.params))
+
+
+def _diff_inputs(b: _Builder, step: Any) -> list[int]:
+    vals = [b.protos[a].value if isinstance(a, int) else a.val for a in step.atoms]
+    return [i for i, a in enumerate(step.atoms) if isinstance(a, int) and _is_float(vals[i])]
+
+
+def _blocked(b: _Builder, out_ids: list[int]) -> set[int]:
+    """Nodes whose adjoint cannot be computed: the output depends on them through a step
+    that has no reverse-mode rule (a ``while`` loop). Found structurally, last step first."""
+    reached, blocked = set(out_ids), set()
+    for step in reversed(b.steps):
+        diff = _diff_inputs(b, step)
+        live = [o for o in step.outs if o in reached]
+        if not diff or not live:
+            continue
+        srcs = {step.atoms[i] for i in diff}
+        reached |= srcs
+        if _no_reverse(step) or any(o in blocked for o in live):
+            blocked |= srcs
+    return blocked
+
+
+def _note_blocked(b: _Builder, blocked: set[int]) -> None:
+    """Say on the loop and on every node upstream of it why it has no adjoint."""
+    for step in b.steps:
+        if _no_reverse(step) and any(isinstance(a, int) and a in blocked for a in step.atoms):
+            why = (
+                _WHILE_NOTE
+                if step.prim.name in _NO_REVERSE
+                else (f"its body holds a while loop, so {_WHILE_NOTE}")
+            )
+            for o in step.outs:
+                p = b.protos[o]
+                p.note = f"{p.note}; {why}" if p.note else why
+    for i in blocked:
+        p = b.protos[i]
+        p.note = f"{p.note}; {_UPSTREAM_NOTE}" if p.note else _UPSTREAM_NOTE
+
+
+def _reverse(b: _Builder, out_ids: list[int], seeds: list[Any], blocked: set[int] = frozenset()):
     """The reverse pass: each equation's own VJP, adjoints summed at fan-out.
 
     Runs as one compiled program. ``seeds[k]`` is the cotangent of output ``k`` (None:
-    1 for the scalar output). Returns the adjoint of every node (None if not float), the
-    cotangent along every edge in :func:`_edge_keys` order, and ∂out/∂in per (step,
-    input position) for scalar edges.
+    1 for the scalar output). Returns the adjoint of every node (None if not float, or
+    in ``blocked``: upstream of a while loop), the cotangent along every edge in
+    :func:`_edge_keys` order (None into a while loop or out of a blocked node), and
+    ∂out/∂in per (step, input position) for scalar edges.
     """
 
     def run(values: list[jax.Array], seeds: list[Any]):
@@ -208,7 +279,7 @@ def _reverse(b: _Builder, out_ids: list[int], seeds: list[Any]):
                 i for i, a in enumerate(step.atoms) if isinstance(a, int) and _is_float(vals[i])
             ]
             live = [k for k, o in enumerate(step.outs) if o in adj]
-            if not diff or not live:
+            if not diff or not live or _no_reverse(step):
                 continue
 
             def fn(*d: Any, vals=vals, diff=diff, step=step) -> Any:
@@ -235,12 +306,19 @@ def _reverse(b: _Builder, out_ids: list[int], seeds: list[Any]):
                     if np.shape(p) == ():
                         partials[(s, i)] = p
         adjoints = [
-            adj.get(i, jnp.zeros_like(v)) if _is_float(v) else None for i, v in enumerate(values)
+            adj.get(i, jnp.zeros_like(v)) if _is_float(v) and i not in blocked else None
+            for i, v in enumerate(values)
         ]
         edges = []
         for s, pos, k in _edge_keys(b):
-            src = values[b.steps[s].atoms[pos]]
-            edges.append(edge_cts.get((s, pos, k), jnp.zeros_like(src)) if _is_float(src) else None)
+            src_id = b.steps[s].atoms[pos]
+            src = values[src_id]
+            unknown = src_id in blocked or _no_reverse(b.steps[s])
+            edges.append(
+                edge_cts.get((s, pos, k), jnp.zeros_like(src))
+                if _is_float(src) and not unknown
+                else None
+            )
         return adjoints, edges, partials
 
     return jax.jit(run)([p.value for p in b.protos], seeds)

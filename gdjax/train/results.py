@@ -52,6 +52,12 @@ class FitResult(NamedTuple):
     checkpoint_error: str | None = None
     monitor: Any | None = None
 
+    def _repr_html_(self) -> str:
+        """A compact table and a small loss curve (how Jupyter shows a result)."""
+        from gdjax._notebook import fit_result_html
+
+        return fit_result_html(self)
+
 
 class SweepResult(NamedTuple):
     """What :func:`gdjax.sweep` returns, for ``K`` runs (settings × seeds).
@@ -94,6 +100,11 @@ class SweepResult(NamedTuple):
     @property
     def diverged_at(self) -> jax.Array:
         return self.runs.diverged_at
+
+    def _repr_html_(self) -> str:
+        from gdjax._notebook import fit_result_html
+
+        return fit_result_html(self.runs)
 
     def run(self, i: int) -> FitResult:
         """Run ``i`` as a plain :class:`FitResult` (its slice of every field)."""
