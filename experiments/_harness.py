@@ -15,6 +15,9 @@ on the helpers here (``experiments/`` is on ``sys.path`` when a script runs, whe
 
 The scripts live in a source checkout, beside ``gdjax/``; they are not part of an
 installed wheel.
+
+A run's outputs appear together or not at all, and a second writer of the same folder is
+refused: see ``experiments/_outputs.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
+from _outputs import OutputFolder, check_plotting, writing
 
 __all__ = [
     "Check",
@@ -39,6 +43,7 @@ __all__ = [
     "Run",
     "at_most",
     "autodiff_adjoints",
+    "check_plotting",
     "close",
     "describe",
     "experiment_parser",
@@ -52,6 +57,7 @@ __all__ = [
     "result_row",
     "results_table",
     "to_jsonable",
+    "writing",
 ]
 
 # ----------------------------------------------------------------------------- references
@@ -155,15 +161,28 @@ def _nan_to_none(v: Any) -> Any:
     return v if math.isfinite(v) else None
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed is a whole number in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 2**32)")
+    return value
+
+
 def experiment_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """The flags every experiment has: ``--out``, ``--seed``, ``--fast``."""
-    p = argparse.ArgumentParser(
+    from gdjax.cli import OneLineParser
+
+    p = OneLineParser(
         prog=f"gdjax train {name}",
         description=(doc or name).strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="runs", help="runs are written to OUT/<name>/")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed: the same seed, the same run")
+    p.add_argument("--seed", type=_seed, default=0, help="PRNG seed: the same seed, the same run")
     p.add_argument("--fast", action="store_true", help="small sizes (the test suite's mode)")
     return p
 
@@ -172,15 +191,15 @@ class Run:
     """The output folder of one experiment run, ``<out>/<name>/``.
 
     ``run.png("loss")`` gives the path of a picture; ``run.finish(...)`` writes
-    ``metrics.json`` and ``summary.md`` and returns the metrics.
+    ``metrics.json`` and ``summary.md`` and publishes the folder: until then ``run.dir``
+    is a hidden staging folder beside it, and ``<out>/<name>/`` keeps the last finished
+    run's files. ``--out`` and matplotlib are checked, and the lock taken, before any work.
     """
 
     def __init__(self, args: argparse.Namespace, name: str, doc: str | None) -> None:
-        self.name = name
-        self.title = (doc or name).strip().splitlines()[0]
-        self.args = args
-        self.dir = Path(args.out) / name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name, self.title, self.args = name, (doc or name).strip().splitlines()[0], args
+        self._folder = OutputFolder(args.out, name)  # checks --out and matplotlib, locks
+        self.final, self.dir = self._folder.final, self._folder.dir
         self.pictures: list[tuple[str, Path]] = []
         self._t0 = time.perf_counter()
 
@@ -197,7 +216,8 @@ class Run:
         metrics: Mapping[str, Any],
         sections: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Write ``metrics.json`` and ``summary.md``; return the metrics as plain Python."""
+        """Write ``metrics.json`` and ``summary.md``, publish the folder as
+        ``<out>/<name>/``; return the metrics as plain Python."""
         out = {
             "experiment": self.name,
             "title": self.title,
@@ -205,14 +225,20 @@ class Run:
             "fast": bool(self.args.fast),
             "ok": all(c.ok for c in checks),
             "seconds": round(time.perf_counter() - self._t0, 3),
-            "out_dir": str(self.dir),
+            "out_dir": str(self.final),
             "checks": [c._asdict() for c in checks],
             **metrics,
         }
         out = to_jsonable(out)
         (self.dir / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
         (self.dir / "summary.md").write_text(self._summary(checks, sections))
+        self._publish()
         return out
+
+    def _publish(self) -> None:
+        self._folder.publish()
+        self.pictures = [(cap, self.final / p.name) for cap, p in self.pictures]
+        self.dir = self.final
 
     def _summary(self, checks: Sequence[Check], sections: Sequence[str]) -> str:
         mode = "fast mode" if self.args.fast else "full mode"

@@ -33,7 +33,8 @@ def _figure(figsize: tuple[float, float] = (7.0, 4.5), ncols: int = 1) -> tuple[
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
             "gdjax.plot draws with matplotlib, which is not installed. "
-            "Install it with: pip install 'gdjax[plot]'"
+            "Install it with: pip install 'gdjax[plot]'",
+            name="matplotlib",
         ) from err
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
@@ -44,6 +45,10 @@ def _figure(figsize: tuple[float, float] = (7.0, 4.5), ncols: int = 1) -> tuple[
 
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        from gdjax._validate import UsageError
+
+        raise UsageError(f"`path` {str(path)!r} is a folder; give a file name, e.g. loss.png.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=_DPI)
     return path

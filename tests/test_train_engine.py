@@ -282,3 +282,13 @@ def test_a_directory_held_by_another_process_is_refused(run, tmp_path):
         holder.wait(timeout=30)
     time.sleep(0.1)  # the system released the lock with the process
     gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=5, checkpoint_dir=tmp_path)
+
+
+def test_a_history_larger_than_memory_is_refused_before_any_work(run):
+    params, data = run
+    with pytest.raises(gd.UsageError, match="record_every"):
+        gd.fit(loss, params, gd.optim.sgd(0.1), data, steps=2**31 - 2)
+    with pytest.raises(gd.UsageError, match="record_every"):
+        gd.sweep(loss, params, gd.optim.sgd(jnp.full(4096, 0.1)), data, steps=2**30)
+    with pytest.raises(gd.UsageError, match="steps"):
+        gd.sweep(loss, params, gd.optim.sgd(jnp.full(2, 0.1)), data, steps=2**40)

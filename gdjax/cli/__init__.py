@@ -29,6 +29,7 @@ COMMANDS = {
     "train": "train",
     "reproduce": "reproduce",
     "bench": "bench",
+    "launch": "launch",
 }
 
 
@@ -36,8 +37,15 @@ def _module(command: str):
     return importlib.import_module(f"gdjax.cli.{COMMANDS[command]}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (and exit status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gdjax",
         description="Gradient descent done right, in JAX: check derivations, train, sweep.",
     )
@@ -97,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gdjax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit_:  # an experiment's own flags (it has printed the line)
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
     except Exception as err:
         if args.debug:
             raise

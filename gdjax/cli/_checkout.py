@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -55,6 +56,17 @@ def harness(command: str) -> ModuleType:
     return import_from(command, checkout_folder(command, "experiments"), "_harness")
 
 
+def _probe(arg: str, path: str | os.PathLike, folder: Path) -> None:
+    """Create and remove a file in ``folder``: the one test that also holds for root, on
+    read-only mounts and on pseudo file systems (``/proc``)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".gdjax-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise UsageError(f"{arg} {path}: cannot write in {folder} ({err.strerror})") from None
+
+
 def writable_file(arg: str, path: str | os.PathLike) -> Path:
     """``path`` as a file that can be written: not a folder, its folder exists and is
     writable (an existing file must be writable too)."""
@@ -66,11 +78,13 @@ def writable_file(arg: str, path: str | os.PathLike) -> Path:
         raise UsageError(f"{arg} {path}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UsageError(f"{arg} {path}: cannot write there (permission denied)")
+    _probe(arg, path, parent)
     return p
 
 
-def writable_dir(arg: str, path: str | os.PathLike) -> Path:
-    """``path`` as a folder that exists and is writable, or can be created."""
+def writable_dir(arg: str, path: str | os.PathLike, *, create: bool = False) -> Path:
+    """``path`` as a folder that exists and is writable, or can be created; with
+    ``create``, created now and tried with a file."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{arg} {path}: is a file, not a folder")
@@ -81,4 +95,10 @@ def writable_dir(arg: str, path: str | os.PathLike) -> Path:
         raise UsageError(f"{arg} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{arg} {path}: cannot write in {existing} (permission denied)")
+    if create:
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"{arg} {path}: cannot create it ({err.strerror})") from None
+        _probe(arg, path, p)
     return p

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 HELP = "benchmark fit, sweep and backprop; ratios side by side (from a source checkout)"
@@ -18,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table (and write the JSON); 0 once it has run, whatever the ratios."""
+    """Print the table (and write the JSON); 0 once it has run, whatever the ratios.
+
+    ``--json`` is checked (its folder exists and takes a file) before the benchmark runs."""
     from gdjax.cli._checkout import benchmarks, writable_file
 
     json_path = None if args.json is None else writable_file("--json", args.json)
@@ -27,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     bench.one_cpu_device_per_core()
     result = bench.run(only, quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(bench.format_table(result))
-    if json_path is not None:
-        with open(json_path, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
+    if json_path is not None:  # whole or not at all: a temporary file, then a rename
+        tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, json_path)
     return 0

@@ -2,7 +2,9 @@
 
 First :func:`gdjax.check.verify_models` (one line per model), then every experiment script
 of the checkout's ``experiments/`` with a progress bar (each one's output goes to
-``OUT/<name>/log.txt``), then a table: experiment, key figure, reference, status, seconds.
+``OUT/<name>/log.txt``, or ``OUT/<name>.failed.log`` when it fails), then a table:
+experiment, key figure, reference, status, seconds. ``--out`` and ``--only`` are checked
+before any work; each experiment's folder is published whole and locked while it runs.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
+from pathlib import Path
+from types import ModuleType
 
 HELP = "the main job: verify every model and run every experiment (from a source checkout)"
 
@@ -50,15 +55,49 @@ def _verify(fast: bool) -> bool:
     return ok
 
 
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a temporary file beside it, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run_one(h: ModuleType, name: str, out: Path, fast: bool) -> tuple[dict | None, str]:
+    """Run experiment ``name`` holding its folder's lock; ``(metrics, "")`` or
+    ``(None, error)``. Its output goes to ``OUT/<name>/log.txt`` beside the run's files, or,
+    when it fails, to ``OUT/<name>.failed.log`` (the last good ``<name>/`` is left alone)."""
+    argv = ["--out", str(out)] + (["--fast"] if fast else [])
+    log = io.StringIO()
+    try:
+        with h.writing(out, name) as folder:
+            try:
+                with contextlib.redirect_stdout(log):
+                    metrics = h.load_experiment(name).main(argv)
+            except Exception as err:  # one broken experiment must not hide the others
+                failed = out / f"{name}.failed.log"
+                _write(failed, f"{log.getvalue()}\n{type(err).__name__}: {err}\n")
+                return None, f"{type(err).__name__}: {err} (log: {failed})"
+            _write(folder / "log.txt", log.getvalue())
+            (out / f"{name}.failed.log").unlink(missing_ok=True)  # an earlier failure's
+            return metrics, ""
+    except (OSError, ValueError) as err:  # the folder is locked by another run, unwritable
+        return None, f"{type(err).__name__}: {err}"
+
+
 def run(args: argparse.Namespace) -> int:
     """0 when every model and every experiment's checks pass, 1 otherwise."""
     from tqdm.auto import tqdm
 
+    from gdjax._validate import UsageError
     from gdjax.cli._checkout import harness, writable_dir
 
     h = harness("reproduce")
     names = _chosen(args.only, h.list_experiments())
-    out = writable_dir("--out", args.out)
+    out = writable_dir("--out", args.out, create=True)
+    h.check_plotting()  # every experiment draws: refuse now, not after the models
+    for name in names:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise UsageError(f"--out {out}: {out / name} is a file, not a folder")
     t_start = time.perf_counter()
 
     print("1/2  verify: hand-written backprop vs autodiff vs finite differences")
@@ -70,16 +109,7 @@ def run(args: argparse.Namespace) -> int:
     for name in bar:
         bar.set_description(f"{name:<18}")
         t0 = time.perf_counter()
-        metrics, error = None, ""
-        argv = ["--out", str(out)] + (["--fast"] if args.fast else [])
-        log = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(log):
-                metrics = h.load_experiment(name).main(argv)
-        except Exception as err:  # one broken experiment must not hide the others
-            error = f"{type(err).__name__}: {err}"
-        (out / name).mkdir(parents=True, exist_ok=True)
-        (out / name / "log.txt").write_text(log.getvalue() + (f"\n{error}\n" if error else ""))
+        metrics, error = _run_one(h, name, out, args.fast)
         rows.append(h.result_row(name, metrics, error[:60], time.perf_counter() - t0))
     bar.close()
 

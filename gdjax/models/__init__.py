@@ -22,6 +22,7 @@ C2   fan-out through a multiply gate                         ``models.chain``
 
 from __future__ import annotations
 
+from gdjax._validate import UsageError
 from gdjax.models import chain, graph, logistic, mlp, network, regression, scalar
 from gdjax.models._base import Backprop, Model, check_layout
 
@@ -37,10 +38,10 @@ REGISTRY: dict[str, Model] = {
 def get(model_id: str) -> Model:
     """The registry model ``model_id`` (case-insensitive), with a clear error if unknown."""
     if not isinstance(model_id, str):
-        raise TypeError(f"`model_id` must be a string such as 'G1', got {model_id!r}.")
+        raise UsageError(f"`model_id` must be a string such as 'G1', got {model_id!r}.")
     key = model_id.strip().upper()
     if key not in REGISTRY:
-        raise ValueError(
+        raise UsageError(
             f"Unknown model id {model_id!r}. Known models: {', '.join(REGISTRY)}. "
             f"See `gdjax verify --help` or docs/models/."
         )

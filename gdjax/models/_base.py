@@ -23,9 +23,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdjax._validate import check_finite
+from gdjax._validate import UsageError, check_finite
 
-__all__ = ["Backprop", "Model", "check_layout", "uniform_fan_in", "unpack_xy"]
+__all__ = [
+    "Backprop", "Model", "check_layout", "shapes_of_call", "uniform_fan_in", "unpack_xy",
+]  # fmt: skip
 
 Params = Any
 Batch = Any
@@ -105,14 +107,14 @@ def check_layout(
       ValueError: a rank or size disagrees, or the batch holds NaN/inf.
     """
     if not isinstance(params, Mapping):
-        raise TypeError(
+        raise UsageError(
             f"{model}: `params` must be a dict with keys {sorted(param_spec)}, got "
             f"{type(params).__name__}. Build it with the model's init() or example()."
         )
     if set(params) != set(param_spec):
         missing = sorted(set(param_spec) - set(params))
         extra = sorted(set(params) - set(param_spec))
-        raise ValueError(
+        raise UsageError(
             f"{model}: `params` keys do not match the model. Missing: {missing}; "
             f"unexpected: {extra}. Expected exactly {sorted(param_spec)}."
         )
@@ -125,16 +127,16 @@ def check_layout(
         shape = jnp.shape(x)
         if len(shape) != len(spec):
             want = "(" + ", ".join(map(str, spec)) + ("," if len(spec) == 1 else "") + ")"
-            raise ValueError(
+            raise UsageError(
                 f"{model}: {label} has shape {shape}, expected {want} "
                 f"(rank {len(spec)}). Reshape it, e.g. x.reshape({want})."
             )
         for sym, size in zip(spec, shape):
             if isinstance(sym, int):
                 if size != sym:
-                    raise ValueError(f"{model}: {label} has shape {shape}; axis must be {sym}.")
+                    raise UsageError(f"{model}: {label} has shape {shape}; axis must be {sym}.")
             elif sym in dims and dims[sym] != size:
-                raise ValueError(
+                raise UsageError(
                     f"{model}: {label} has shape {shape}, so {sym} = {size}, but {where[sym]} "
                     f"says {sym} = {dims[sym]}. Make the shapes agree."
                 )
@@ -149,7 +151,7 @@ def check_layout(
 def unpack_xy(model: str, batch: Any, names: tuple[str, str] = ("X", "y")) -> Batch:
     """Split a ``(X, y)`` batch into two arrays, with a clear error for anything else."""
     if not isinstance(batch, tuple | list) or len(batch) != 2:
-        raise TypeError(
+        raise UsageError(
             f"{model}: `batch` must be a pair ({names[0]}, {names[1]}), got "
             f"{type(batch).__name__}. Pass e.g. batch = ({names[0]}, {names[1]}); "
             f"model.example() returns one."
@@ -164,3 +166,36 @@ def uniform_fan_in(
     its weights and its bias (so biases start small but not at zero)."""
     bound = 1.0 / fan_in**0.5
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _shapes(tree: Any) -> str:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return ", ".join(f"{jax.tree_util.keystr(p) or '.'}: {tuple(jnp.shape(x))}" for p, x in leaves)
+
+
+def shapes_of_call(fn: Callable, what: str, params: Any, batch: Any) -> Any:
+    """``jax.eval_shape(fn, params, batch)``; a loss that cannot run on these inputs (a key
+    the params lack, a layer index past the end, shapes that do not fit) raises a
+    :class:`UsageError` naming ``what`` and the inputs, not JAX's own error."""
+    try:
+        return jax.eval_shape(fn, params, batch)
+    except KeyError as err:
+        key = err.args[0] if err.args else "?"
+        have = sorted(params, key=str) if isinstance(params, Mapping) else type(params).__name__
+        raise UsageError(
+            f"`{what}` looks up the key {key!r}, which its input lacks: `params` has keys "
+            f"{have}. Pass params (and batch) with every key the loss reads."
+        ) from None
+    except IndexError as err:
+        raise UsageError(
+            f"`{what}` indexes past the end of its input ({err}): params are "
+            f"[{_shapes(params)}]. Pass as many layers/entries as the loss reads."
+        ) from None
+    except (TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(
+            f"`{what}` cannot run on these inputs: {' '.join(str(err).split())[:300]} "
+            f"(params: [{_shapes(params)}]; batch: [{_shapes(batch)}]). Make the shapes "
+            f"agree, e.g. X of shape (m, n) with w of shape (n,)."
+        ) from None

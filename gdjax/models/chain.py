@@ -43,6 +43,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gdjax._validate import UsageError
 from gdjax.losses import squared_error
 from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
 from gdjax.naming import name
@@ -118,7 +119,7 @@ def make_c1(
     fns = {"f": f, "df_da": df_da, "h": h, "dh_dg": dh_dg, "dh_dc": dh_dc}
     for arg, fn in fns.items():
         if not callable(fn):
-            raise TypeError(
+            raise UsageError(
                 f"make_c1: `{arg}` must be a function, got {type(fn).__name__}. Pass e.g. "
                 f"{arg}=lambda x, a: jnp.tanh(a * x)."
             )

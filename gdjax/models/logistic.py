@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._validate import check_shape, is_concrete
+from gdjax._validate import UsageError, check_shape, is_concrete
 from gdjax.losses import bce_with_logits, sigmoid
 from gdjax.models._base import Backprop, Model, check_layout, uniform_fan_in, unpack_xy
 from gdjax.naming import name
@@ -62,7 +62,7 @@ def _check_labels(model: str, y: jax.Array) -> None:
     if is_concrete(y):
         arr = np.asarray(y)
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(
+            raise UsageError(
                 f"{model}: batch y holds labels outside [0, 1] (min {arr.min()}, max "
                 f"{arr.max()}). Encode the classes as 0 and 1, e.g. y = (labels == positive)."
             )

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._validate import check_finite, check_shape
+from gdjax._validate import UsageError, check_finite, check_shape
 from gdjax.losses import half_squared_error, sigmoid, squared_error
 from gdjax.models._base import Backprop, Model, check_layout, unpack_xy
 from gdjax.naming import name
@@ -86,34 +86,34 @@ def _gain(activation: str) -> float:
 
 def _sizes(sizes: Any) -> tuple[int, ...]:
     if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence):
-        raise TypeError(
+        raise UsageError(
             f"`sizes` must be a sequence of layer widths such as (3, 4, 2), got {sizes!r}."
         )
     if len(sizes) < 2:
-        raise ValueError(
+        raise UsageError(
             f"`sizes` must list at least an input and an output width, e.g. (3, 2); got "
             f"{tuple(sizes)!r}."
         )
     if not all(isinstance(n, Integral) and not isinstance(n, bool) and n > 0 for n in sizes):
-        raise ValueError(f"`sizes` must hold positive integers, got {tuple(sizes)!r}.")
+        raise UsageError(f"`sizes` must hold positive integers, got {tuple(sizes)!r}.")
     return tuple(int(n) for n in sizes)
 
 
 def _activations(activation: Any, layers: int) -> tuple[str, ...]:
     names = (activation,) * layers if isinstance(activation, str) else activation
     if not isinstance(names, Sequence):
-        raise TypeError(
+        raise UsageError(
             f"`activation` must be one name or a list with one name per layer, got {activation!r}."
         )
     names = tuple(names)
     if len(names) != layers:
-        raise ValueError(
+        raise UsageError(
             f"`activation` lists {len(names)} name(s) but the network has {layers} layer(s) "
             f"(len(sizes) - 1). Pass one name, or exactly {layers}."
         )
     for i, a in enumerate(names, start=1):
         if not isinstance(a, str) or a not in _ACTIVATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"`activation` of layer {i} is {a!r}, which is not known. "
                 f"Choose one of {', '.join(ACTIVATIONS)}."
             )
@@ -122,7 +122,7 @@ def _activations(activation: Any, layers: int) -> tuple[str, ...]:
 
 def _loss_name(loss: Any) -> str:
     if not isinstance(loss, str) or loss not in _LOSSES:
-        raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {loss!r}.")
+        raise UsageError(f"`loss` must be one of {', '.join(LOSSES)}, got {loss!r}.")
     return loss
 
 
@@ -131,13 +131,13 @@ def check_params(model_id: str, params: Any, sizes: Sequence[int]) -> None:
     sizes = tuple(sizes)
     layers = len(sizes) - 1
     if not isinstance(params, Sequence) or isinstance(params, str | Mapping):
-        raise TypeError(
+        raise UsageError(
             f"{model_id}: `params` must be a list of {layers} layer dicts "
             f'{{"W": (n_out, n_in), "b": (n_out,)}}, got {type(params).__name__}. '
             f"Build it with the model's init() or example()."
         )
     if len(params) != layers:
-        raise ValueError(
+        raise UsageError(
             f"{model_id}: `params` has {len(params)} layer(s), but sizes {sizes} needs "
             f"{layers}. Build it with the model's init()."
         )
@@ -307,7 +307,7 @@ def layer_grad_norms(grads: Params, *, include_bias: bool = True) -> jax.Array:
     ``jit``/``vmap``.
     """
     if not isinstance(grads, Sequence) or not all(isinstance(g, Mapping) for g in grads):
-        raise TypeError(
+        raise UsageError(
             "`grads` must be the list of per-layer dicts that a network's backprop returns "
             f"(model.backprop(params, batch).grads), got {type(grads).__name__}."
         )

@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdjax._validate import check_positive
+from gdjax._validate import UsageError, check_positive
 from gdjax.models import mlp
 from gdjax.models._base import Model
 
@@ -120,20 +120,20 @@ def to_named(params: Params) -> dict[str, jax.Array]:
 def from_named(named: Mapping[str, Any]) -> Params:
     """The inverse of :func:`to_named`: fifteen scalars to the list of three layers."""
     if not isinstance(named, Mapping):
-        raise TypeError(
+        raise UsageError(
             f"`named` must be a dict with keys {', '.join(NAMES)}, got {type(named).__name__}."
         )
     if set(named) != set(NAMES):
         missing = [k for k in NAMES if k not in named]
         extra = sorted(set(named) - set(NAMES))
-        raise ValueError(
+        raise UsageError(
             f"`named` keys do not match N1's weights and biases. Missing: {missing}; "
             f"unexpected: {extra}. Expected exactly {', '.join(NAMES)}."
         )
     values = {k: jnp.asarray(v) for k, v in named.items()}
     for k, v in values.items():
         if v.shape != ():
-            raise ValueError(f"`named[{k!r}]` has shape {v.shape}; each weight is a scalar.")
+            raise UsageError(f"`named[{k!r}]` has shape {v.shape}; each weight is a scalar.")
     params: Params = []
     for layer, (n_in, n_out) in enumerate(itertools.pairwise(SIZES)):
         # row-major order of W[to, from], then the nodes' biases in order

@@ -7,8 +7,9 @@ r"""Update rules as optax ``GradientTransformation``\ s, written from their equa
 >>> opt = optax.chain(optax.clip_by_global_norm(1.0), gd.optim.adamw(1e-3))
 
 Rules: :func:`gd`, :func:`sgd`, :func:`rmsprop`, :func:`adam`, :func:`adamw`,
-:func:`adagrad`. Building blocks: :mod:`gdjax.optim.transforms`. Schedules:
-:mod:`gdjax.optim.schedules`. Conventions table and equations: docs/optimizers.md.
+:func:`nadam`, :func:`nadamw`, :func:`adagrad`. Building blocks:
+:mod:`gdjax.optim.transforms`. Schedules: :mod:`gdjax.optim.schedules` and
+:mod:`gdjax.optim.joined`. Conventions table and equations: docs/optimizers.md.
 
 Each rule returns a :class:`Rule`: an optax transformation that is a pytree of its
 numeric hyperparameters, with its other choices static (:func:`partition` splits the
@@ -18,14 +19,28 @@ with 1-D arrays holds a sweep's K settings (see :mod:`gdjax.optim._split`).
 
 from gdjax.optim._split import Rule, combine, num_settings, partition, setting, settings
 from gdjax.optim._util import Scalar, ScalarOrSchedule, Schedule
-from gdjax.optim.rules import RULES, adagrad, adam, adamw, gd, get, rmsprop, sgd
+from gdjax.optim.joined import join_schedules, warmup_cosine_decay_schedule
+from gdjax.optim.rules import (
+    RULES,
+    adagrad,
+    adam,
+    adamw,
+    gd,
+    get,
+    nadam,
+    nadamw,
+    rmsprop,
+    sgd,
+)
 from gdjax.optim.schedules import (
     PytreeSchedule,
     constant,
     cosine_decay,
     exponential_decay,
+    linear_schedule,
     linear_warmup,
     piecewise_constant,
+    polynomial_schedule,
 )
 from gdjax.optim.transforms import (
     AddDecayedWeightsState,
@@ -72,10 +87,15 @@ __all__ = [
     "exponential_decay",
     "gd",
     "get",
+    "join_schedules",
+    "linear_schedule",
     "linear_warmup",
+    "nadam",
+    "nadamw",
     "num_settings",
     "partition",
     "piecewise_constant",
+    "polynomial_schedule",
     "rmsprop",
     "scale",
     "scale_by_adam",
@@ -86,4 +106,5 @@ __all__ = [
     "settings",
     "sgd",
     "trace",
+    "warmup_cosine_decay_schedule",
 ]

@@ -242,7 +242,18 @@ def check_user_schedule(arg: str, fn: Callable[[Any], Any]) -> None:
     Only ``t = 0`` is looked at (a later negative value cannot be seen), and a schedule
     that closes over a traced value gives a traced value, which passes.
     """
-    value = fn(jnp.zeros((), jnp.int32))
+    try:
+        with jax.ensure_compile_time_eval():  # concrete even while an outer jit traces
+            value = fn(jnp.zeros((), jnp.int32))
+    except UsageError:
+        raise
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+        return  # it needs a traced value it closes over: it cannot be looked at now
+    except Exception as err:  # the user's own function failed: say where
+        raise UsageError(
+            f"`{arg}` is a schedule function that raised {type(err).__name__} at step 0 "
+            f"({err}); a schedule takes the step count t (an int32 array) and returns a scalar."
+        ) from None
     if not is_concrete(value):
         return
     check_scalar(f"{arg}(0)", value)

@@ -43,14 +43,15 @@ from gdjax.optim._hyper import (
     show,
     thaw,
 )
+from gdjax.optim._schedule import PytreeSchedule, check_schedule_values
 from gdjax.optim._util import (
     Beta,
     check_beta,
     check_eps,
     check_learning_rate,
     check_nonnegative,
+    check_params_leaves,
 )
-from gdjax.optim.schedules import PytreeSchedule
 
 __all__ = ["Rule", "combine", "num_settings", "partition", "setting", "settings"]
 
@@ -62,10 +63,12 @@ class Kind:
     check: Callable[[str, Any], None]
     schedule_ok: bool = False
     beta: bool = False
+    what: str = "the value"  # what a schedule's value is, for its check
+    zero_ok: bool = True  # may a schedule be 0 at every step?
 
 
-RATE = Kind(check_learning_rate, schedule_ok=True)
-DECAY = Kind(check_nonnegative, schedule_ok=True)  # a weight decay: a number or schedule
+RATE = Kind(check_learning_rate, schedule_ok=True, what="a learning rate", zero_ok=False)
+DECAY = Kind(check_nonnegative, schedule_ok=True, what="a weight decay")  # number or schedule
 BETA = Kind(check_beta, beta=True)
 EPS = Kind(check_eps)
 NONNEGATIVE = Kind(check_nonnegative)
@@ -119,6 +122,7 @@ class _Core:
 
     def init(self, params: Any) -> Any:
         self._check_one_setting()
+        check_params_leaves(params)
         return self.transform().init(params)
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra_args: Any):
@@ -229,6 +233,7 @@ def make(name: str, **args: Any) -> Rule:
         if kind is None or value is None:
             static[arg] = freeze(value)
         elif kind.schedule_ok and isinstance(value, PytreeSchedule):
+            check_schedule_values(arg, value, what=kind.what, allow_all_zero=kind.zero_ok)
             hyper[arg] = value
         elif kind.schedule_ok and callable(value):
             check_user_schedule(arg, value)

@@ -80,6 +80,20 @@ def debias(decay: Scalar, count: jax.Array, like: jax.Array) -> jax.Array:
     return (1 - jax.lax.pow(d, count)).astype(jnp.result_type(like))
 
 
+def real_dtype(like: jax.Array) -> np.dtype:
+    """The real dtype of ``like``'s values: float32 for complex64, else its own dtype."""
+    dtype = jnp.result_type(like)
+    return np.dtype(jnp.finfo(dtype).dtype) if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def abs_sq(g: jax.Array) -> jax.Array:
+    r"""The squared modulus :math:`|g|^2`, real: :math:`g^2` for a real ``g``,
+    :math:`\mathrm{Re}(\bar g g)` for a complex one (as optax's second moments use)."""
+    if jnp.issubdtype(g.dtype, jnp.complexfloating):
+        return jnp.real(g) * jnp.real(g) + jnp.imag(g) * jnp.imag(g)
+    return g * g
+
+
 def increment(count: jax.Array) -> jax.Array:
     """``count + 1``, saturating at the int32 maximum instead of wrapping around."""
     return jnp.where(count < _INT32_MAX, count + 1, count)
@@ -138,6 +152,45 @@ def check_beta(arg: str, value: Any) -> None:
 def check_steps(arg: str, value: Any, *, allow_zero: bool = False) -> None:
     """A whole number of steps (positive, or non-negative with ``allow_zero``)."""
     check_int(arg, value, minimum=0 if allow_zero else 1, what="a whole number of steps")
+
+
+def check_dtype(arg: str, value: Any) -> None:
+    """``None`` or a floating (or complex) dtype, e.g. ``jnp.bfloat16`` or ``"float32"``."""
+    if value is None:
+        return
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise UsageError(
+            f"`{arg}` must be a dtype such as jnp.bfloat16, jnp.float32 or None (the params' "
+            f"own dtype); got {value!r}, which is not a dtype."
+        ) from None
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise UsageError(
+            f"`{arg}` must be a floating dtype (an accumulator holds fractions), got {dtype}; "
+            f"pass e.g. jnp.bfloat16, jnp.float32, or None."
+        )
+
+
+def check_params_leaves(params: Any, arg: str = "params") -> None:
+    """Every leaf of ``params`` holds floating (or complex) numbers: an update rule adds
+    fractions to them."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        where = f"`{arg}{jax.tree_util.keystr(path)}`"
+        try:
+            dtype = None if isinstance(leaf, str | bytes) else jnp.result_type(leaf)
+        except TypeError:
+            dtype = None
+        if dtype is None:
+            raise UsageError(
+                f"{where} is {leaf!r}, not an array of numbers; pass e.g. "
+                f"jnp.asarray(value, jnp.float32)."
+            )
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise UsageError(
+                f"{where} has dtype {dtype}; an update rule moves floating (or complex) "
+                f"parameters. Pass e.g. jnp.asarray(value, jnp.float32)."
+            )
 
 
 def check_state(state: Any, expected: type, owner: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from gdjax._validate import check_bool, check_choice
+from gdjax._validate import UsageError, check_bool, check_choice
 from gdjax.optim._split import BETA, DECAY, EPS, NONNEGATIVE, RATE, Rule, make, register
 from gdjax.optim._util import Scalar, ScalarOrSchedule
 from gdjax.optim.transforms import (
@@ -33,7 +33,9 @@ from gdjax.optim.transforms import (
     trace,
 )
 
-__all__ = ["RULES", "adagrad", "adam", "adamw", "gd", "get", "rmsprop", "sgd"]
+__all__ = [
+    "RULES", "adagrad", "adam", "adamw", "gd", "get", "nadam", "nadamw", "rmsprop", "sgd",
+]  # fmt: skip
 
 WeightDecayStyle = Literal["decoupled", "independent", "l2"]
 
@@ -231,6 +233,48 @@ def _adamw(
 register("adamw", _adamw, {**_ADAM_KINDS, "weight_decay": DECAY}, adamw)
 
 
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
+    *,
+    bias_correction: bool = True,
+) -> Rule:
+    r"""NAdam (Dozat, 2016): :func:`adam` with ``nesterov=True``, as optax's ``nadam``.
+
+    The first moment is looked at one step ahead:
+    :math:`\hat m_t = \beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`.
+    """
+    return adam(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True,
+        bias_correction=bias_correction,
+    )  # fmt: skip
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any | Callable[[Any], Any] | None = None,
+    *,
+    bias_correction: bool = True,
+    weight_decay_style: WeightDecayStyle = "decoupled",
+) -> Rule:
+    r""":func:`adamw` with ``nesterov=True`` (NAdam's first moment, :func:`nadam`), as
+    optax's ``nadamw``."""
+    return adamw(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True,
+        bias_correction=bias_correction, weight_decay_style=weight_decay_style,
+    )  # fmt: skip
+
+
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: Scalar = 0.1,
@@ -271,6 +315,8 @@ RULES: dict[str, Callable[..., Rule]] = {
     "rmsprop": rmsprop,
     "adam": adam,
     "adamw": adamw,
+    "nadam": nadam,
+    "nadamw": nadamw,
     "adagrad": adagrad,
 }
 """The update rules by name, e.g. for a command-line flag or a config file."""
@@ -278,8 +324,8 @@ RULES: dict[str, Callable[..., Rule]] = {
 
 def get(name: str) -> Callable[..., Rule]:
     """The rule called ``name`` (``"gd"``, ``"sgd"``, ``"rmsprop"``, ``"adam"``, ...)."""
-    if name not in RULES:
-        raise ValueError(
+    if not isinstance(name, str) or name not in RULES:
+        raise UsageError(
             f"`name` {name!r} is not an update rule; choose one of {', '.join(RULES)}."
         )
     return RULES[name]

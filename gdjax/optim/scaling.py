@@ -5,6 +5,10 @@ functions) and lifted to pytrees leaf by leaf, like the rest of
 :mod:`gdjax.optim.transforms` (which re-exports them). A decay rate β may be a Python
 number, a JAX scalar (traced ones included) or a :class:`~gdjax.optim._util.Beta`, β with
 its complement :math:`1-β` rounded once from the caller's number.
+
+Complex parameters are handled as optax handles them: a second moment averages the squared
+modulus :math:`|g|^2` (real, not :math:`g \cdot g`), stored in the parameters' dtype with a
+zero imaginary part, and the denominator built from it is real.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from gdjax._validate import check_bool
 from gdjax.optim._util import (
     STATE_OF,
     Scalar,
+    abs_sq,
     beta_parts,
     cast,
     check_beta,
+    check_dtype,
     check_eps,
     check_grads,
     check_nonnegative,
@@ -29,6 +35,7 @@ from gdjax.optim._util import (
     debias,
     increment,
     map_leaves,
+    real_dtype,
     zero_count,
 )
 
@@ -43,6 +50,17 @@ __all__ = [
 ]
 
 
+def _ema_sq(g, s_prev, beta, one_minus_beta):
+    """``β·s + (1 − β)·|g|²`` in the real dtype of ``g`` (``s`` may be stored complex)."""
+    r = real_dtype(g)
+    return jnp.asarray(one_minus_beta, r) * abs_sq(g) + jnp.asarray(beta, r) * jnp.real(s_prev)
+
+
+def _times(scale_real, g):
+    """``g`` times a real array, in ``g``'s dtype (complex ``g`` keeps its phase)."""
+    return scale_real.astype(g.dtype) * g  # this order: XLA rounds g·s and s·g apart
+
+
 # ---------------------------------------------------------------------------------------
 # scale_by_rms: RMSprop's denominator
 
@@ -54,7 +72,7 @@ class ScaleByRmsState(NamedTuple):
 
 
 def inverse_root(s, eps, eps_in_sqrt):
-    """``1/√(s + ε)`` or ``1/(√s + ε)``."""
+    """``1/√(s + ε)`` or ``1/(√s + ε)`` (``s`` real)."""
     if eps_in_sqrt:
         return jax.lax.rsqrt(s + cast(eps, s))
     return 1 / (jnp.sqrt(s) + cast(eps, s))
@@ -95,16 +113,17 @@ def scale_by_rms(
 
     beta, one_minus_beta = beta_parts(decay)
 
-    def leaf(g, s, m, count):
-        s = cast(one_minus_beta, g) * (g * g) + cast(beta, g) * s
+    def leaf(g, s_prev, m, count):
+        s = _ema_sq(g, s_prev, beta, one_minus_beta)  # real
         if centered:
             m = cast(one_minus_beta, g) * g + cast(beta, g) * m
         s_hat, m_hat = s, m
         if bias_correction:
-            s_hat = s / debias(decay, count, g)
+            s_hat = s / debias(decay, count, s)
             m_hat = m / debias(decay, count, g) if centered else None
-        variance = s_hat - m_hat * m_hat if centered else s_hat
-        return inverse_root(variance, eps, eps_in_sqrt) * g, s, m
+        variance = s_hat - abs_sq(m_hat) if centered else s_hat
+        u = _times(inverse_root(variance, eps, eps_in_sqrt), g)
+        return u, s.astype(s_prev.dtype), m
 
     def update(updates, state, params=None):
         del params
@@ -155,6 +174,7 @@ def scale_by_adam(
     check_beta("b2", b2)
     check_eps("eps", eps)
     check_nonnegative("eps_root", eps_root)
+    check_dtype("mu_dtype", mu_dtype)
     check_bool("nesterov", nesterov)
     check_bool("bias_correction", bias_correction)
 
@@ -170,7 +190,7 @@ def scale_by_adam(
     def leaf(g, m_prev, v_prev, t):
         # β₁·m is formed in m's storage dtype (mu_dtype), then joins g's dtype.
         m = cast(one_minus_b1, g) * g + (cast(beta1, m_prev) * m_prev).astype(g.dtype)
-        v = cast(one_minus_b2, g) * (g * g) + cast(beta2, g) * v_prev
+        v = _ema_sq(g, v_prev, beta2, one_minus_b2)  # real: |g|², as optax
         if nesterov:
             m_next, g_now = m, g
             if bias_correction:
@@ -178,8 +198,9 @@ def scale_by_adam(
             m_hat = cast(beta1, g) * m_next + cast(one_minus_b1, g) * g_now
         else:
             m_hat = m / debias(b1, t, g) if bias_correction else m
-        v_hat = v / debias(b2, t, g) if bias_correction else v
-        u = m_hat / (jnp.sqrt(v_hat + cast(eps_root, g)) + cast(eps, g))
+        v_hat = v / debias(b2, t, v) if bias_correction else v
+        denominator = jnp.sqrt(v_hat + cast(eps_root, v)) + cast(eps, v)
+        u = m_hat / denominator.astype(m_hat.dtype)
         return u, m.astype(m_prev.dtype), v.astype(v_prev.dtype)
 
     def update(updates, state, params=None):
@@ -226,9 +247,10 @@ def scale_by_rss(
             )
         )
 
-    def leaf(g, s):
-        s = g * g + s
-        return jnp.where(s > 0, inverse_root(s, eps, eps_in_sqrt), 0) * g, s
+    def leaf(g, s_prev):
+        s = abs_sq(g) + jnp.real(s_prev)  # real: |g|², as optax
+        scaling = jnp.where(s > 0, inverse_root(s, eps, eps_in_sqrt), jnp.zeros((), s.dtype))
+        return _times(scaling, g), s.astype(s_prev.dtype)
 
     def update(updates, state, params=None):
         del params

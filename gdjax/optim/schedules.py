@@ -5,126 +5,73 @@ state carries the count. Each is a :class:`PytreeSchedule`: callable as ``schedu
 and a JAX pytree whose leaves are its numbers (``init_value``, ``decay_rate``, ``alpha``,
 ...) while its kind and its step counts (``transition_steps``, ``decay_steps``, the
 boundaries of :func:`piecewise_constant`) are static. So an optimizer with a schedule is
-data like any other (:mod:`gdjax.optim.rule`), a number may be traced, and a 1-D array of
-K numbers makes K schedules for ``jax.vmap``. Argument names follow optax's schedules.
+data like any other (:mod:`gdjax.optim._split`), a number may be traced, and a 1-D array
+of K numbers makes K schedules for ``jax.vmap``. Names and arguments follow optax's
+schedules; like optax's, a schedule's values may be negative (a schedule can drive any
+scalar), but a rule refuses one whose value as a learning rate or weight decay is
+negative at any breakpoint (see :func:`gdjax.optim._schedule.check_schedule_values`).
+Step counts must be whole numbers: ``transition_steps`` and ``decay_steps`` at least 1,
+``transition_begin`` at least 0 (optax turns the first into a constant schedule and the
+second into 0, with a warning; gdjax refuses both, see docs/conventions.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-from gdjax._validate import check_bool, check_scalar
-from gdjax.optim._hyper import (
-    as_leaf,
-    broadcast_settings,
-    check_elements,
-    check_one_setting,
-    check_user_schedule,
-    freeze,
-    settings_count,
-    show,
-    thaw,
+from gdjax._validate import UsageError, check_bool, check_positive, is_concrete
+from gdjax.optim._schedule import (
+    PytreeSchedule,
+    check_real,
+    evaluate,
+    make_schedule,
+    register_kind,
+    schedule_arg,
+    shifted,
+    time_of,
 )
-from gdjax.optim._util import Scalar, Schedule, as_float, check_nonnegative, check_steps
+from gdjax.optim._util import Scalar, Schedule, as_float, check_steps
 
 __all__ = [
     "PytreeSchedule",
     "constant",
     "cosine_decay",
     "exponential_decay",
+    "linear_schedule",
     "linear_warmup",
     "piecewise_constant",
+    "polynomial_schedule",
 ]
 
 
-class PytreeSchedule:
-    """A gdjax schedule: ``schedule(count)``, and a pytree of its numeric constants.
-
-    ``kind`` and ``static`` (step counts, flags) are the pytree's aux data, ``values``
-    (a dict of float leaves, or nested schedules) its children. Two schedules of the same
-    kind and step counts have equal tree structures whatever their numbers.
-    """
-
-    __slots__ = ("kind", "static", "values")
-
-    def __init__(self, kind: str, values: Mapping[str, Any], static: tuple) -> None:
-        self.kind, self.values, self.static = kind, dict(values), static
-
-    def __call__(self, count: jax.Array | int) -> jax.Array:
-        check_one_setting(self.values, f"{self.kind} schedule")
-        statics = {name: thaw(v) for name, v in self.static}
-        return _FORMULAS[self.kind](count, **self.values, **statics)
-
-    @property
-    def num_settings(self) -> int | None:
-        """K for a schedule of K settings (1-D leaves), None for one schedule."""
-        return settings_count(self.values)
-
-    def __repr__(self) -> str:
-        args = [f"{k}={show(thaw(v))}" for k, v in (*self.values.items(), *self.static)]
-        return f"{self.kind}({', '.join(args)})"
-
-
-def _flatten_with_keys(s: PytreeSchedule):
-    names = tuple(sorted(s.values))
-    children = tuple((jax.tree_util.DictKey(n), s.values[n]) for n in names)
-    return children, (s.kind, names, s.static)
-
-
-def _unflatten(aux, children) -> PytreeSchedule:
-    kind, names, static = aux
-    return PytreeSchedule(kind, dict(zip(names, children)), static)
-
-
-jax.tree_util.register_pytree_with_keys(
-    PytreeSchedule,
-    _flatten_with_keys,
-    _unflatten,
-    flatten_func=lambda s: (tuple(s.values[n] for n in sorted(s.values)), _flatten_with_keys(s)[1]),
-)
-
-
-def _make(kind: str, numeric: Mapping[str, tuple[Any, Callable]], static: Mapping[str, Any]):
-    """Validate each number (each element of a 1-D one) and build the schedule."""
-    values, statics = {}, dict(static)
-    for name, (value, check) in numeric.items():
-        if value is None:
-            statics[name] = None
-        elif isinstance(value, dict):  # piecewise_constant's factors, by boundary
-            values[name] = {b: _leaf(f"{name}[{b}]", v, check) for b, v in value.items()}
-        else:
-            values[name] = _leaf(name, value, check)
-    values = broadcast_settings(values, settings_count(values))
-    return PytreeSchedule(kind, values, tuple(sorted((n, freeze(v)) for n, v in statics.items())))
-
-
-def _leaf(arg: str, value: Any, check: Callable[[str, Any], None]) -> Any:
-    leaf = as_leaf(arg, value)
-    check_elements(arg, leaf, check)
-    return leaf
-
-
-def _time(count: jax.Array | int, *values: Scalar) -> jax.Array:
-    """The step count as a float of the values' common dtype."""
-    return jnp.asarray(count).astype(jnp.result_type(*values, float))
+def _decay_rate(arg: str, value: Any) -> None:
+    check_real(arg, value)
+    if is_concrete(value) and float(value) == 0:
+        raise UsageError(
+            f"`{arg}` is 0, which is ambiguous: optax returns the constant init_value for it, "
+            f"the formula drops to 0 after the first transition. Say which: "
+            f"gd.optim.constant(init_value), or piecewise_constant(init_value, {{T: 0.0}})."
+        )
+    check_positive(arg, value)
 
 
 # ---------------------------------------------------------------------------------------
-# The schedules and their formulas.
+# The schedules, their formulas and their breakpoints.
 
 
 def constant(value: Scalar) -> PytreeSchedule:
     r""":math:`\alpha_t = \alpha`."""
-    return _make("constant", {"value": (value, check_nonnegative)}, {})
+    return make_schedule("constant", {"value": (value, check_real)}, {})
 
 
 def _constant(count, value):
-    return jnp.full_like(_time(count, value), value)
+    return jnp.full_like(time_of(count, value), value)
+
+
+register_kind("constant", _constant, lambda values: [])
 
 
 def exponential_decay(
@@ -137,31 +84,34 @@ def exponential_decay(
 ) -> PytreeSchedule:
     r"""Exponential decay: :math:`\alpha_t = \alpha_0 \, r^{(t - t_0)/T}` for :math:`t > t_0`.
 
-    :math:`\alpha_0` = ``init_value``, :math:`r` = ``decay_rate``, :math:`T` =
+    :math:`\alpha_0` = ``init_value``, :math:`r` = ``decay_rate`` (> 0), :math:`T` =
     ``transition_steps``, :math:`t_0` = ``transition_begin`` (constant before it).
     ``staircase`` floors the exponent, decaying by :math:`r` every :math:`T` steps (PyTorch's
-    ``StepLR``); ``end_value`` bounds the value (from below when :math:`r < 1`).
+    ``StepLR``); ``end_value`` bounds the value (from below when :math:`r < 1`, from above
+    otherwise). ``decay_rate=0`` is refused: optax returns the constant ``init_value`` for
+    it, the formula a drop to 0 after one step; say which with :func:`constant` or
+    :func:`piecewise_constant`.
     """
     check_steps("transition_steps", transition_steps)
     check_steps("transition_begin", transition_begin, allow_zero=True)
     check_bool("staircase", staircase)
     numeric = {
-        "init_value": (init_value, check_nonnegative),
-        "decay_rate": (decay_rate, check_nonnegative),
-        "end_value": (end_value, check_nonnegative),
+        "init_value": (init_value, check_real),
+        "decay_rate": (decay_rate, _decay_rate),
+        "end_value": (end_value, check_real),
     }
     static = {
         "transition_steps": int(transition_steps),
         "transition_begin": int(transition_begin),
         "staircase": bool(staircase),
     }
-    return _make("exponential_decay", numeric, static)
+    return make_schedule("exponential_decay", numeric, static)
 
 
 def _exponential_decay(
     count, init_value, decay_rate, end_value, transition_steps, transition_begin, staircase
 ):
-    t = _time(count, init_value, decay_rate)
+    t = time_of(count, init_value, decay_rate)
     exponent = jnp.maximum(t - transition_begin, 0) / transition_steps
     if staircase:
         exponent = jnp.floor(exponent)
@@ -175,6 +125,16 @@ def _exponential_decay(
     return value
 
 
+register_kind(
+    "exponential_decay",
+    _exponential_decay,
+    lambda values, transition_steps, transition_begin, **_: [
+        transition_begin,
+        transition_begin + transition_steps,
+    ],
+)
+
+
 def piecewise_constant(
     init_value: Scalar, boundaries_and_scales: dict[int, Scalar] | None = None
 ) -> PytreeSchedule:
@@ -184,23 +144,35 @@ def piecewise_constant(
     that step on, e.g. ``{1000: 0.1, 2000: 0.1}`` divides the rate by 10 at steps 1000 and
     2000 (PyTorch's ``MultiStepLR``). The boundaries are static, the factors leaves.
     """
-    items = sorted((boundaries_and_scales or {}).items())
+    if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, dict):
+        raise UsageError(
+            f"`boundaries_and_scales` must be a dict step -> factor, e.g. {{1000: 0.1}}; got "
+            f"{type(boundaries_and_scales).__name__}."
+        )
+    items = sorted((boundaries_and_scales or {}).items(), key=lambda kv: repr(kv[0]))
     for boundary, _ in items:
         check_steps("boundaries_and_scales key", boundary, allow_zero=True)
     numeric = {
-        "init_value": (init_value, check_nonnegative),
-        "boundaries_and_scales": ({int(b): s for b, s in items}, check_nonnegative),
+        "init_value": (init_value, check_real),
+        "boundaries_and_scales": ({int(b): s for b, s in items}, check_real),
     }
-    return _make("piecewise_constant", numeric, {})
+    return make_schedule("piecewise_constant", numeric, {})
 
 
 def _piecewise_constant(count, init_value, boundaries_and_scales):
     items = sorted(boundaries_and_scales.items())
-    t = _time(count, init_value, *(s for _, s in items))
+    t = time_of(count, init_value, *(s for _, s in items))
     value = jnp.full_like(t, init_value)
     for boundary, factor in items:
         value = jnp.where(t >= boundary, value * factor, value)
     return value
+
+
+register_kind(
+    "piecewise_constant",
+    _piecewise_constant,
+    lambda values: list(values["boundaries_and_scales"]),
+)
 
 
 def cosine_decay(
@@ -212,21 +184,77 @@ def cosine_decay(
         c_t = \tfrac12\bigl(1 + \cos(\pi \min(t, T)/T)\bigr), \qquad
         \alpha_t = \alpha_0 \bigl((1 - a)\, c_t^{p} + a\bigr)
 
-    with :math:`T` = ``decay_steps``, :math:`a` = ``alpha``, :math:`p` = ``exponent``.
+    with :math:`T` = ``decay_steps`` (any whole number ≥ 1, also past int32: it enters
+    the formula as a float), :math:`a` = ``alpha``, :math:`p` = ``exponent``.
     """
     check_steps("decay_steps", decay_steps)
     numeric = {
-        "init_value": (init_value, check_nonnegative),
-        "alpha": (alpha, check_nonnegative),
-        "exponent": (exponent, check_scalar),
+        "init_value": (init_value, check_real),
+        "alpha": (alpha, check_real),
+        "exponent": (exponent, check_real),
     }
-    return _make("cosine_decay", numeric, {"decay_steps": int(decay_steps)})
+    return make_schedule("cosine_decay", numeric, {"decay_steps": int(decay_steps)})
 
 
 def _cosine_decay(count, init_value, alpha, exponent, decay_steps):
-    t = _time(count, init_value, alpha, exponent)
-    c = 0.5 * (1 + jnp.cos(math.pi * jnp.minimum(t, decay_steps) / decay_steps))
+    t = time_of(count, init_value, alpha, exponent)
+    steps = float(decay_steps)  # a Python float: no int32 overflow for T >= 2**31
+    c = 0.5 * (1 + jnp.cos(math.pi * jnp.minimum(t, steps) / steps))
     return init_value * ((1 - alpha) * c**exponent + alpha)
+
+
+register_kind("cosine_decay", _cosine_decay, lambda values, decay_steps: [decay_steps])
+
+
+def polynomial_schedule(
+    init_value: Scalar,
+    end_value: Scalar,
+    power: Scalar,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> PytreeSchedule:
+    r"""Polynomial from ``init_value`` to ``end_value`` over ``transition_steps`` steps.
+
+    .. math::
+        \alpha_t = (\alpha_0 - \alpha_\infty)
+        \Bigl(1 - \frac{\min(\max(t - t_0, 0), T)}{T}\Bigr)^{p} + \alpha_\infty
+
+    with :math:`p` = ``power``, :math:`T` = ``transition_steps`` (≥ 1), :math:`t_0` =
+    ``transition_begin`` (constant ``init_value`` before it), as optax's.
+    """
+    check_steps("transition_steps", transition_steps)
+    check_steps("transition_begin", transition_begin, allow_zero=True)
+    numeric = {
+        "init_value": (init_value, check_real),
+        "end_value": (end_value, check_real),
+        "power": (power, check_real),
+    }
+    static = {"transition_steps": int(transition_steps), "transition_begin": int(transition_begin)}
+    return make_schedule("polynomial_schedule", numeric, static)
+
+
+def _polynomial(count, init_value, end_value, power, transition_steps, transition_begin):
+    t = time_of(count, init_value, end_value, power)
+    done = jnp.clip(t - transition_begin, 0, transition_steps)
+    return (init_value - end_value) * (1 - done / transition_steps) ** power + end_value
+
+
+register_kind(
+    "polynomial_schedule",
+    _polynomial,
+    lambda values, transition_steps, transition_begin: [
+        transition_begin,
+        transition_begin + transition_steps,
+    ],
+)
+
+
+def linear_schedule(
+    init_value: Scalar, end_value: Scalar, transition_steps: int, transition_begin: int = 0
+) -> PytreeSchedule:
+    r"""A straight line from ``init_value`` to ``end_value`` over ``transition_steps`` steps,
+    from step ``transition_begin`` on: :func:`polynomial_schedule` with ``power=1``."""
+    return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
 
 
 def linear_warmup(
@@ -243,45 +271,37 @@ def linear_warmup(
 
     ``then`` (default: constant ``peak_value``) is the schedule that takes over, counted
     from the end of the warmup, e.g. ``then=cosine_decay(peak_value, 1000)``. A gdjax
-    schedule there is part of the pytree; a function of your own is static (its value
-    at step 0 is checked when it is concrete).
+    schedule there is part of the pytree; a function of your own is static.
     """
     check_steps("warmup_steps", warmup_steps)
-    if then is not None and not callable(then):
-        raise TypeError(
-            f"`then` must be a schedule (a function of the step count), got {then!r}. "
-            f"Wrap a number as gd.optim.constant(value)."
-        )
-    numeric = {
-        "peak_value": (peak_value, check_nonnegative),
-        "init_value": (init_value, check_nonnegative),
-    }
-    static: dict[str, Any] = {"warmup_steps": int(warmup_steps)}
-    if isinstance(then, PytreeSchedule):
-        schedule = _make("linear_warmup", numeric, static)
-        values = {**schedule.values, "then": then}
-        return PytreeSchedule(
-            "linear_warmup", broadcast_settings(values, settings_count(values)), schedule.static
-        )
     if then is not None:
-        check_user_schedule("then", then)
-    return _make("linear_warmup", numeric, {**static, "then": then})
+        schedule_arg("then", then)
+    numeric = {
+        "peak_value": (peak_value, check_real),
+        "init_value": (init_value, check_real),
+    }
+    if isinstance(then, PytreeSchedule):
+        numeric["then"] = (then, None)
+        return make_schedule("linear_warmup", numeric, {"warmup_steps": int(warmup_steps)})
+    static = {"warmup_steps": int(warmup_steps), "then": then}
+    return make_schedule("linear_warmup", numeric, static)
 
 
 def _linear_warmup(count, peak_value, init_value, warmup_steps, then=None):
-    t = _time(count, peak_value, init_value)
+    t = time_of(count, peak_value, init_value)
     ramp = init_value + (peak_value - init_value) * (t / warmup_steps)
     if then is None:
         later = jnp.full_like(ramp, peak_value)
     else:
-        later = as_float(then(jnp.maximum(jnp.asarray(count) - warmup_steps, 0)))
+        later = as_float(evaluate(then, jnp.maximum(jnp.asarray(count) - warmup_steps, 0)))
     return jnp.where(t < warmup_steps, ramp, later.astype(ramp.dtype))
 
 
-_FORMULAS: dict[str, Callable[..., jax.Array]] = {
-    "constant": _constant,
-    "exponential_decay": _exponential_decay,
-    "piecewise_constant": _piecewise_constant,
-    "cosine_decay": _cosine_decay,
-    "linear_warmup": _linear_warmup,
-}
+register_kind(
+    "linear_warmup",
+    _linear_warmup,
+    lambda values, warmup_steps, then=None: [
+        warmup_steps,
+        *shifted(values.get("then", then), warmup_steps),
+    ],
+)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax._validate import check_bool, check_choice
+from gdjax._validate import UsageError, check_bool, check_choice
 from gdjax.optim._util import (
     STATE_OF,
     Scalar,
@@ -35,6 +35,7 @@ from gdjax.optim._util import (
     beta_parts,
     cast,
     check_beta,
+    check_dtype,
     check_grads,
     check_learning_rate,
     check_nonnegative,
@@ -98,7 +99,7 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
     def update(updates: Any, state: ChainState, params: Any = None) -> tuple[Any, ChainState]:
         check_state(state, ChainState, "this optimizer")
         if len(state) != len(transforms):
-            raise TypeError(
+            raise UsageError(
                 f"`state` has {len(state)} parts but this optimizer has {len(transforms)} "
                 f"transforms. Pass the state made by this optimizer's `init(params)`."
             )
@@ -214,6 +215,7 @@ def trace(
     check_beta("momentum", decay)
     check_bool("nesterov", nesterov)
     check_choice("momentum_style", momentum_style, ("trace", "ema"))
+    check_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params: Any) -> TraceState:
         return TraceState(
@@ -241,14 +243,35 @@ def trace(
 # add_decayed_weights: decoupled weight decay
 
 
-def _check_mask(mask: Any, params: Any) -> None:
-    if jax.tree.structure(mask) != jax.tree.structure(params):
-        raise ValueError(
-            f"`mask` does not have the structure of `params`.\n  mask: "
-            f"{jax.tree.structure(mask)}\n  params: {jax.tree.structure(params)}\n"
-            f"Pass a pytree of bools with the same keys/nesting as the params (True = decay), "
-            f"or a function params -> such a pytree."
+_MASK_FIX = (
+    "Pass a pytree of bools with the keys/nesting of the params, or of a prefix of them "
+    "(a bool for a whole subtree: mask={'layer': False, 'head': True}), or a function "
+    "params -> such a pytree."
+)
+
+
+def check_mask_leaves(mask: Any, where: str = "`mask`") -> None:
+    """Every leaf of a mask is a bool (Python, NumPy, or a boolean array)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        ok = isinstance(leaf, bool | np.bool_) or (
+            isinstance(leaf, np.ndarray | jax.Array) and leaf.dtype == np.bool_
         )
+        if not ok:
+            raise UsageError(
+                f"{where}{jax.tree_util.keystr(path)} is {leaf!r}, not True or False. " + _MASK_FIX
+            )
+
+
+def full_mask(mask: Any, params: Any) -> Any:
+    """The mask spread over ``params``: a bool leaf of a prefix mask covers its subtree."""
+    check_mask_leaves(mask)
+    try:
+        return jax.tree.map(lambda keep, sub: jax.tree.map(lambda _: keep, sub), mask, params)
+    except (ValueError, TypeError):
+        raise UsageError(
+            f"`mask` is not shaped like the params (nor like a prefix of them).\n  mask: "
+            f"{jax.tree.structure(mask)}\n  params: {jax.tree.structure(params)}\n" + _MASK_FIX
+        ) from None
 
 
 class AddDecayedWeightsState(NamedTuple):
@@ -261,13 +284,22 @@ def add_decayed_weights(
 ) -> optax.GradientTransformation:
     r"""``u ← u + λ_t·w``: pull each weight toward zero.
 
-    ``mask`` (a pytree of bools shaped like the params, or a function of the params that
-    returns one) selects the weights that decay; the others pass through unchanged.
+    ``mask`` (a pytree of bools shaped like the params or like a prefix of them, as
+    ``optax.masked`` takes it, or a function of the params that returns one) selects the
+    weights that decay; the others pass through unchanged.
     """
     check_nonnegative("weight_decay", weight_decay, schedule_ok=True)
+    if mask is not None and not callable(mask):
+        check_mask_leaves(mask)
+
+    def keep_of(params):
+        keep = mask(params) if callable(mask) else mask
+        if keep is None:
+            return jax.tree.map(lambda _: True, params)
+        return full_mask(keep, params)
 
     def init(params: Any) -> AddDecayedWeightsState:
-        del params
+        keep_of(params)  # a mask that does not fit the params is refused here, not later
         return AddDecayedWeightsState(count=zero_count())
 
     def update(updates, state, params=None):
@@ -279,10 +311,7 @@ def add_decayed_weights(
             )
         check_grads(updates, params, "`params`")
         lam = _value_at(weight_decay, state.count)
-        keep = mask(params) if callable(mask) else mask
-        if keep is None:
-            keep = jax.tree.map(lambda _: True, params)
-        _check_mask(keep, params)
+        keep = keep_of(params)
 
         def leaf(u, w, k):
             decayed = u + cast(lam, u) * w

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -28,6 +29,22 @@ def check_steps(steps: Any, arg: str = "steps") -> int:
             f"{steps}. Run fewer steps, or continue a run from its checkpoint."
         )
     return steps
+
+
+def check_history(steps: int, record_every: int, bytes_per_record: int, runs: int = 1) -> None:
+    """Refuse, before any work, a loss history larger than half this machine's memory."""
+    n_rec = -(-steps // record_every)
+    need = n_rec * runs * bytes_per_record
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return
+    if need > memory // 2:
+        raise UsageError(
+            f"`steps={steps}` with `record_every={record_every}` records {n_rec} times "
+            f"({need / 2**30:.1f} GiB of history for {runs} run(s)), more than half this "
+            f"machine's memory. Record less often: pass a larger `record_every`."
+        )
 
 
 def check_optimizer(opt: Any, arg: str = "optimizer") -> None:

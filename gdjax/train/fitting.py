@@ -111,9 +111,7 @@ def fit(
             f"`optimizer` holds {optim.num_settings(optimizer)} settings of its "
             f"hyperparameters; fit runs one. Use gd.sweep to run them all at once."
         )
-    steps = check_int("steps", steps)
-    if steps >= 2**31 - 1:
-        raise UsageError(f"`steps` must be below 2**31 - 1 (int32 step counter), got {steps}.")
+    steps = A.check_steps(steps)
     record_every = check_int("record_every", record_every)
     check_choice("on_divergence", on_divergence, ("stop", "raise"))
     if value_and_grad is not None and not callable(value_and_grad):
@@ -136,6 +134,8 @@ def fit(
 
     params = A.as_arrays("params", params)
     A.check_params(params)
+    traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
+    A.check_history(steps, record_every, 8 + traj_bytes)
     check_finite("params", params)
     data = A.as_arrays("data", data)
     check_finite("data", data)

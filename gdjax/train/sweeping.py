@@ -125,7 +125,7 @@ def sweep(
     """
     if not callable(loss_fn):
         raise UsageError(f"`loss_fn` must be a function loss_fn(params, batch), got {loss_fn!r}.")
-    steps = check_int("steps", steps)
+    steps = A.check_steps(steps)
     record_every = check_int("record_every", record_every)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
@@ -213,6 +213,7 @@ def sweep(
         batch_sharding=batch_sharding,
     )
     n_runs = n_settings * n_seeds
+    A.check_history(steps, record_every, 8, runs=n_runs)
     state = compiled_init(prog, params, leaves)
     one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
     one_run = (_one(state), data, one_key, _one(leaves))
