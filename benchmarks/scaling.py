@@ -11,7 +11,6 @@ processes' rendezvous and of gathering the runs' results between chunks.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,21 +29,14 @@ _WORKER = Path(__file__).resolve().parent / "_scaling_worker.py"
 
 def launch(processes: int, k: int, steps: int, timeout: float = 600.0) -> dict[str, Any]:
     """Run the worker in ``processes`` processes of one CPU device each; its timings."""
-    from gdjax.cli.launch import free_port
+    from gdjax.cli.launch import environment, free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "times.json"
         port = free_port()
         procs = []
         for rank in range(processes):
-            env = {
-                **os.environ,
-                "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                "GDJAX_NUM_PROCESSES": str(processes),
-                "GDJAX_PROCESS_ID": str(rank),
-            }
+            env = {**environment(rank, processes, port, devices=1), "JAX_PLATFORMS": "cpu"}
             cmd = [sys.executable, str(_WORKER), str(k), str(steps), str(out)]
             procs.append(
                 subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

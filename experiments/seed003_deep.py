@@ -12,7 +12,10 @@
   (``mlp.layer_grad_norms`` of the hand-written backprop, checked against ``jax.grad``)
   fall from the output layer to the input layer by about a factor σ' ≤ 1/4 per sigmoid
   layer, and stay of one size with tanh and ReLU. The three 6-layer networks are then
-  trained by the same gradient descent: the sigmoid one barely moves.
+  trained by the same gradient descent: the sigmoid one barely moves. During that run
+  ``gd.diagnostics.gradient_flow`` records every layer's gradient norm inside the compiled
+  loop (``fit(..., monitor=...)``), checked at step 0 against the hand-written norms: the
+  picture of the gradients flowing (or not) while the networks train.
 """
 
 from __future__ import annotations
@@ -90,12 +93,14 @@ def grad_norms(nets: dict, params: dict, X: jax.Array, Y: jax.Array) -> dict:
     return out
 
 
-def train_together(nets: dict, params: dict, data: tuple, steps: int) -> tuple[dict, dict]:
+def train_together(nets: dict, params: dict, data: tuple, steps: int) -> tuple[dict, dict, dict]:
     """Gradient descent on the three deepest networks at once, in one compiled ``gd.fit``.
 
     The loss is the sum of the networks' own losses; as no parameter is shared, each
     network's gradient is that of its own loss, so this is three independent runs of
-    ``gd.optim.gd`` with the same step. Returns (final params, each network's loss curve).
+    ``gd.optim.gd`` with the same step. ``gd.diagnostics.gradient_flow`` records every
+    leaf's gradient norm inside the compiled loop at the recorded steps. Returns (final
+    params, each network's loss curve, ``{activation: (steps, (T, K) layer norms)}``).
     """
 
     def total(p: dict, batch: tuple) -> jax.Array:
@@ -103,7 +108,8 @@ def train_together(nets: dict, params: dict, data: tuple, steps: int) -> tuple[d
 
     every = max(1, steps // 50)
     fit = gd.fit(total, params, gd.optim.gd(LEARNING_RATE), data, steps=steps, trajectory=True,
-                 record_every=every, chunk_size=steps)  # fmt: skip
+                 record_every=every, chunk_size=steps,
+                 monitor=gd.diagnostics.gradient_flow)  # fmt: skip
 
     @jax.jit
     def curves(traj: dict, X: jax.Array, Y: jax.Array) -> dict:
@@ -114,7 +120,14 @@ def train_together(nets: dict, params: dict, data: tuple, steps: int) -> tuple[d
 
     steps_axis = np.arange(0, steps, every)
     losses = {a: (steps_axis, np.asarray(c)) for a, c in curves(fit.trajectory, *data).items()}
-    return fit.params, losses
+    names = gd.diagnostics.leaf_names(params)  # "relu.0.W", "relu.0.b", …
+    leaf = np.asarray(fit.monitor["grad_norm"], np.float64)
+    flow = {}
+    for a in nets:  # ‖(∂L/∂Aᵢ, ∂L/∂bᵢ)‖ from the two leaf norms of layer i
+        sq = {n: leaf[:, j] ** 2 for j, n in enumerate(names) if n.startswith(f"{a}.")}
+        layers = len(params[a])
+        flow[a] = np.sqrt(np.stack([sq[f"{a}.{i}.W"] + sq[f"{a}.{i}.b"] for i in range(layers)], 1))
+    return fit.params, losses, (steps_axis, flow)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -148,8 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- the 6-layer networks trained; their norms afterwards (same compiled function)
     deep = {a: nets[a, DEEPEST] for a in ACTIVATIONS}
-    trained, losses = train_together(deep, {a: params0[a, DEEPEST] for a in ACTIVATIONS}, data,
-                                     steps)  # fmt: skip
+    trained, losses, (flow_t, flow) = train_together(
+        deep, {a: params0[a, DEEPEST] for a in ACTIVATIONS}, data, steps)  # fmt: skip
+    flow_err = max(float(np.max(np.abs(flow[a][0] - init[a, DEEPEST]) / init[a, DEEPEST]))
+                   for a in ACTIVATIONS)  # fmt: skip
     after = norms_of(params0 | {(a, DEEPEST): trained[a] for a in ACTIVATIONS}, *data)
     after = {a: np.asarray(after[a, DEEPEST][0]) for a in ACTIVATIONS}
     final_loss = {a: float(losses[a][1][-1]) for a in ACTIVATIONS}
@@ -215,6 +230,17 @@ def main(argv: list[str] | None = None) -> dict:
         styles={a: "o-" for a in ACTIVATIONS} | {slope: ":"},
         sharey=True,
     )
+    gd.plot.side_by_side(
+        {f"{a} hidden layers": {f"layer {i + 1}": (flow_t, flow[a][:, i]) for i in range(DEEPEST)}
+         for a in ACTIVATIONS},
+        run.png("d1_gradient_flow", "D1, 6 layers: per-layer gradient norms recorded in the run"),
+        title=f"D1, {DEEPEST} layers: ‖(∂L/∂Aᵢ, ∂L/∂bᵢ)‖ during GD, recorded inside the compiled "
+        "loop (gd.diagnostics.gradient_flow)",
+        xlabel="step",
+        ylabel=["gradient norm (log scale)"] * 3,
+        log=True,
+        sharey=True,
+    )  # fmt: skip
     gd.plot.loss_curves(
         {f"{a} hidden layers": losses[a] for a in ACTIVATIONS},
         run.png("d1_training", "D1, 6 layers: gradient descent with sigmoid, tanh, ReLU"),
@@ -238,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
         holds("S1 correct df/dx passes at every point", reports["correct"].ok, len(xs),
               "autodiff + FD"),
         close("D1 layer norms: backprop vs jax.grad (rel.)", autodiff_err, 0.0, atol=1e-4),
+        close("in-run gradient flow at step 0 vs backprop's norms (rel.)", flow_err, 0.0,
+              atol=1e-4),
         close(f"sigmoid net's loss after {steps} steps vs best constant output",
               final_loss["sigmoid"], constant_loss, rtol=0.01),
         holds(f"after {steps} steps tanh and ReLU are below the best constant output",
@@ -297,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "steps": steps,
                 "learning_rate": LEARNING_RATE,
                 "final_loss": final_loss,
+                "gradient_flow_steps": flow_t,
+                "gradient_flow": flow,
             },
         },
         sections=sections,

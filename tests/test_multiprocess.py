@@ -26,15 +26,9 @@ TIMEOUT = 240  # seconds: nothing may hang the suite
 
 
 def _env(rank: int, port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-        GDJAX_NUM_PROCESSES="2",
-        GDJAX_PROCESS_ID=str(rank),
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-        JAX_PLATFORMS="cpu",
-    )
-    return env
+    from gdjax.cli.launch import environment
+
+    return {**environment(rank, 2, port, devices=2), "JAX_PLATFORMS": "cpu"}
 
 
 def _start(args: list[str], port: int) -> list[subprocess.Popen]:
@@ -88,11 +82,9 @@ def test_launcher_runs_fit_and_sweeps_across_two_processes_equal_to_one_device(t
 
 
 def test_sigkill_of_every_process_then_resume_is_bit_identical(tmp_path):
-    whole = tmp_path / "whole.npz"
-    _finish(_start(["checkpoint", str(whole), str(tmp_path / "ref")], _port()))
-
     ckpt = tmp_path / "ckpt"
-    procs = _start(["checkpoint", str(tmp_path / "unused.npz"), str(ckpt)], _port())
+    out = tmp_path / "out"
+    procs = _start(["checkpoint", str(out), str(ckpt)], _port())
     deadline = time.monotonic() + TIMEOUT
     try:
         while not (ckpt / CHECKPOINT_NAME).exists():  # the first checkpoint is complete
@@ -103,18 +95,18 @@ def test_sigkill_of_every_process_then_resume_is_bit_identical(tmp_path):
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
-    assert not (tmp_path / "unused.npz").exists()  # killed before the end
+    assert not Path(f"{out}.0.npz").exists()  # killed before the end
     first = sorted(ckpt.glob("history-*.npz"))[0]
     written = first.stat().st_mtime_ns
 
-    resumed = tmp_path / "resumed.npz"
-    _finish(_start(["checkpoint", str(resumed), str(ckpt)], _port()))
+    # the same two processes resume the killed run, then run it again uninterrupted
+    _finish(_start(["checkpoint", str(out), str(ckpt), str(tmp_path / "whole")], _port()))
     assert first.stat().st_mtime_ns == written  # resumed from it, not started again
-    a, b = np.load(whole), np.load(resumed)
-    assert set(a.files) == set(b.files)
-    for name in a.files:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert np.isfinite(a["losses"]).all() and a["losses"].shape == (200,)
+    resumed, whole = np.load(f"{out}.0.npz"), np.load(f"{out}.1.npz")
+    assert set(resumed.files) == set(whole.files)
+    for name in whole.files:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+    assert np.isfinite(whole["losses"]).all() and whole["losses"].shape == (120,)
 
 
 @pytest.mark.parametrize("bad", [["-n", "0"], ["--timeout", "-1"], ["--devices", "0"]])

@@ -41,6 +41,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def environment(rank: int, processes: int, port: int, devices: int | None = None) -> dict:
+    """The environment of process ``rank`` of ``processes`` on 127.0.0.1 (``devices``:
+    simulated CPU devices per process)."""
+    env = dict(os.environ)
+    env.update(
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        GDJAX_NUM_PROCESSES=str(processes),
+        GDJAX_PROCESS_ID=str(rank),
+    )
+    if devices is not None:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     """The worst exit status of the processes (124 when ``--timeout`` stopped them)."""
     from gdjax._validate import UsageError
@@ -56,19 +71,10 @@ def run(args: argparse.Namespace) -> int:
     port = free_port()
     procs = []
     for rank in range(args.processes):
-        env = dict(os.environ)
-        env.update(
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            GDJAX_NUM_PROCESSES=str(args.processes),
-            GDJAX_PROCESS_ID=str(rank),
-        )
-        if args.devices is not None:
-            flag = f"--xla_force_host_platform_device_count={args.devices}"
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
         procs.append(
             subprocess.Popen(
                 [sys.executable, args.script, *args.args],
-                env=env,
+                env=environment(rank, args.processes, port, args.devices),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -61,8 +61,9 @@ def compare(out_path: str) -> None:
     devices = np.array(jax.devices())
     data_mesh = Mesh(devices, ("data",))
     out = {"devices": len(devices), "processes": jax.process_count()}
+    refs = {}
     for name, kw in {"full": {}, "mini": {"batch_size": 16, "key": 3}}.items():
-        one = gd.fit(loss, params, gd.optim.adam(0.01), (X, y), steps=60, **kw)
+        one = refs[name] = gd.fit(loss, params, gd.optim.adam(0.01), (X, y), steps=60, **kw)
         many = gd.fit(loss, params, gd.optim.adam(0.01), (X, y), steps=60, mesh=data_mesh, **kw)
         out[f"fit_{name}"] = {
             "params": diff(one.params, many.params),
@@ -73,7 +74,7 @@ def compare(out_path: str) -> None:
     sharding = NamedSharding(data_mesh, PartitionSpec("data"))
     local = jax.make_array_from_process_local_data
     global_data = (local(sharding, X[rows]), local(sharding, y[rows]))
-    one = gd.fit(loss, params, gd.optim.adam(0.01), (X, y), steps=60, batch_size=16, key=3)
+    one = refs["mini"]  # the same run on one device
     many = gd.fit(
         loss,
         params,
@@ -113,27 +114,31 @@ def compare(out_path: str) -> None:
             json.dump(out, f)
 
 
-def checkpoint(out_path: str, directory: str) -> None:
+def checkpoint(out_path: str, *directories: str) -> None:
+    """The same checkpointed run in each directory (resuming where one holds a
+    checkpoint); process 0 saves the results as ``<out_path>.<i>.npz``."""
     mesh = Mesh(np.array(jax.devices()), ("data",))
-    res = gd.fit(
-        slow_loss,
-        params,
-        gd.optim.adam(0.01),
-        (X, y),
-        steps=200,
-        batch_size=16,
-        key=1,
-        mesh=mesh,
-        checkpoint_dir=directory,
-        checkpoint_every=20,
-        chunk_size=20,
-    )
-    if jax.process_index() == 0:
-        np.savez(out_path, losses=res.losses, **{k: np.asarray(v) for k, v in res.params.items()})
+    for i, directory in enumerate(directories):
+        res = gd.fit(
+            slow_loss,
+            params,
+            gd.optim.adam(0.01),
+            (X, y),
+            steps=120,
+            batch_size=16,
+            key=1,
+            mesh=mesh,
+            checkpoint_dir=directory,
+            checkpoint_every=20,
+            chunk_size=20,
+        )
+        if jax.process_index() == 0:
+            arrays = {k: np.asarray(v) for k, v in res.params.items()}
+            np.savez(f"{out_path}.{i}.npz", losses=res.losses, **arrays)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(sys.argv[2])
     else:
-        checkpoint(sys.argv[2], sys.argv[3])
+        checkpoint(sys.argv[2], *sys.argv[3:])
