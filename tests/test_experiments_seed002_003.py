@@ -142,7 +142,7 @@ def test_seed003_sigmoid_gradients_vanish_and_relu_tanh_do_not(seed003, runs):
     y = np.asarray(digits().y, np.float64)
     assert d1["final_loss"]["sigmoid"] == pytest.approx(np.sum(y.var(0)), rel=0.01)
     assert max(d1["final_loss"]["tanh"], d1["final_loss"]["relu"]) < 0.8 * np.sum(y.var(0))
-    for stem in ("s1_derivative", "d1_vanishing", "d1_training"):
+    for stem in ("s1_derivative", "d1_vanishing", "d1_training", "d1_gradient_flow"):
         _png(runs / "seed003_deep" / f"{stem}.png")
 
 

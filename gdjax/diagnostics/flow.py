@@ -151,7 +151,7 @@ def nonfinite_origin(loss_fn: Callable, params: Any, batch: Any = None) -> NonFi
     if not callable(loss_fn):
         raise UsageError(f"`loss_fn` must be a function loss_fn(params, batch), got {loss_fn!r}.")
     graph = trace(loss_fn, params, batch)
-    named = set(getattr(graph, "_named", frozenset())) | set(graph.outputs)
+    named = set(graph.named) | set(graph.outputs)
     nodes = list(graph.nodes)
     first = next((i for i, n in enumerate(nodes) if _bad(n.value)), None)
     if first is not None:  # forward: evaluation order

@@ -83,6 +83,11 @@ class Graph:
     _scopes: Mapping[str, tuple[str, ...]] = dataclasses.field(repr=False, default_factory=dict)
 
     # -- lookup ------------------------------------------------------------------------
+    @property
+    def named(self) -> frozenset[str]:
+        """The nodes the traced function named with ``gd.name``."""
+        return self._named
+
     def _index(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
 
