@@ -18,7 +18,6 @@ Neural Nets", as ``gd.diagnostics`` does it, the whole grid one vmapped program:
 from __future__ import annotations
 
 import sys
-import warnings
 
 import jax
 import numpy as np
@@ -101,9 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         xlabel="α",
         ylabel="loss",
     )
-    with warnings.catch_warnings():  # no path and no optimum: nothing for the legend
-        warnings.filterwarnings("ignore", "No artists with labels", UserWarning)
-        random_2d(run, xs, Z)
+    random_2d(run, xs, Z)
 
     # ---- each run's own PCA plane, about its own final parameters (Li et al., §7)
     planes, paths, grids = {}, {}, {}

@@ -137,6 +137,7 @@ def landscape(
     xlabel: str,
     ylabel: str,
     optimum: Sequence[float] | None = None,
+    optimum_label: str = "optimum",
     levels: int = 30,
 ) -> Path:
     """Contours of a loss over two parameters, with optimizer paths drawn on them.
@@ -146,7 +147,8 @@ def landscape(
         (see :func:`grid`). Contour levels are spaced logarithmically above the minimum.
       trajectories: ``label -> (T, 2)`` parameter path; every path's first point is
         marked with a red dot (the start, as in seed 001's picture).
-      optimum: the minimiser, marked with a star.
+      optimum: the minimiser, marked with a star (labelled ``optimum_label``, e.g. "final
+        parameters" for a landscape about where a run ended).
     """
     fig, (ax,) = _figure(figsize=(7.0, 5.6))
     Z = np.asarray(Z, dtype=np.float64)
@@ -165,13 +167,14 @@ def landscape(
     if start is not None:
         ax.plot(*start, "o", color="red", ms=8, zorder=5, label="start")
     if optimum is not None:
-        ax.plot(*optimum, "*", color="gold", mec="k", ms=15, zorder=5, label="optimum")
+        ax.plot(*optimum, "*", color="gold", mec="k", ms=15, zorder=5, label=optimum_label)
     ax.set_xlim(float(np.min(xs)), float(np.max(xs)))
     ax.set_ylim(float(np.min(ys)), float(np.max(ys)))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
+    if ax.get_legend_handles_labels()[1]:  # nothing labelled: no empty legend
+        ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
     return _save(fig, path)
 
 
@@ -187,10 +190,12 @@ def lr_sweep(
     observed_edge: float | None = None,
     marks: Mapping[str, float] | None = None,
     ylabel: str = "loss after the last step",
+    failed_label: str = "overflow (inf/NaN)",
 ) -> Path:
     """Final loss against learning rate (both log scale), with the divergence edge.
 
-    Runs whose loss overflowed are drawn as crosses at the top of the axis.
+    Runs whose loss is NaN (overflowed, or failed by the caller's rule: ``failed_label``
+    says which) are drawn as crosses at the top of the axis.
     ``marks`` (``label -> learning rate``) adds further dotted vertical lines, e.g. 1/L;
     ``ylabel`` names what ``final_losses`` hold (e.g. the loss above the optimum).
     """
@@ -202,7 +207,7 @@ def lr_sweep(
     if (~ok).any():
         top = np.nanmax(y[ok]) if ok.any() else 1.0
         ax.plot(
-            lr[~ok], np.full((~ok).sum(), top), "x", color=COLORS[1], label="overflow (inf/NaN)"
+            lr[~ok], np.full((~ok).sum(), top), "x", color=COLORS[1], label=failed_label
         )
     if initial_loss is not None:
         ax.axhline(initial_loss, color="0.4", ls=":", lw=1.2, label="initial loss")

@@ -83,6 +83,7 @@ class LRFindResult(NamedTuple):
             initial_loss=self.initial_loss,
             marks={**extra, **(marks or {})},
             ylabel="loss after the run (whole data)",
+            failed_label="diverged (non-finite, or above the initial loss)",
         )
 
 

@@ -4,7 +4,7 @@ r"""Update rules as optax ``GradientTransformation``\ s, written from their equa
 >>> opt = gd.optim.adam(1e-3)                       # optax's names and defaults
 >>> opt = gd.optim.sgd(0.1, momentum=0.9, momentum_style="ema")   # the course notes' momentum
 >>> opt = gd.optim.sgd(gd.optim.cosine_decay(0.1, 1000))           # a schedule as learning rate
->>> opt = optax.chain(optax.clip_by_global_norm(1.0), gd.optim.adamw(1e-3))
+>>> opt = gd.optim.chain(gd.optim.clip_by_global_norm(1.0), gd.optim.adamw(1e-3))
 
 Rules: :func:`gd`, :func:`sgd`, :func:`rmsprop`, :func:`adam`, :func:`adamw`,
 :func:`nadam`, :func:`nadamw`, :func:`adagrad`. Building blocks:
@@ -14,11 +14,17 @@ Rules: :func:`gd`, :func:`sgd`, :func:`rmsprop`, :func:`adam`, :func:`adamw`,
 Each rule returns a :class:`Rule`: an optax transformation that is a pytree of its
 numeric hyperparameters, with its other choices static (:func:`partition` splits the
 two), so ``gd.fit`` with a new learning rate does not compile again, and a rule built
-with 1-D arrays holds a sweep's K settings (see :mod:`gdjax.optim._split`).
+with 1-D arrays holds a sweep's K settings (see :mod:`gdjax.optim._split`). A
+:func:`chain` of rules (e.g. :func:`clip_by_global_norm` then :func:`adam`) is a pytree
+of its rules' numbers too (:mod:`gdjax.optim._chain`); an ``optax.chain`` of them is
+not: optax's closures hide the numbers, so it is static, compared by identity.
 """
 
-from gdjax.optim._split import Rule, combine, num_settings, partition, setting, settings
+from gdjax.optim._chain import Chain
+from gdjax.optim._parts import combine, num_settings, partition, setting, settings
+from gdjax.optim._split import Rule
 from gdjax.optim._util import Scalar, ScalarOrSchedule, Schedule
+from gdjax.optim.clipping import clip_by_global_norm
 from gdjax.optim.joined import join_schedules, warmup_cosine_decay_schedule
 from gdjax.optim.rules import (
     RULES,
@@ -64,6 +70,7 @@ from gdjax.optim.transforms import (
 __all__ = [
     "RULES",
     "AddDecayedWeightsState",
+    "Chain",
     "ChainState",
     "PytreeSchedule",
     "Rule",
@@ -81,6 +88,7 @@ __all__ = [
     "adamw",
     "add_decayed_weights",
     "chain",
+    "clip_by_global_norm",
     "combine",
     "constant",
     "cosine_decay",

@@ -7,14 +7,15 @@ numbers) and, for each β, its complement :math:`1-β` rounded once from the cal
 number (so that the rule's ``1 - b1`` is optax's); its aux data is the rule's name and
 its other arguments (``nesterov``, dtypes, a mask, a schedule function of your own),
 hashable and compared by value. So ``jax.jit(f)(rule, ...)`` compiles once per rule and
-choice of options, whatever the numbers, and :func:`partition` / :func:`combine` split
-and rebuild any optimizer for the training engine: a rule into (hashable static, leaves);
-any other transformation (optax's own, an ``optax.chain``) into itself compared by
-identity, and no leaves.
+choice of options, whatever the numbers, and ``gd.optim.partition`` / ``combine``
+(:mod:`gdjax.optim._parts`) split and rebuild any optimizer for the training engine: a
+rule into (hashable static, leaves), a ``gd.optim.chain`` member by member
+(:mod:`gdjax.optim._chain`), any other transformation (optax's own, an ``optax.chain``)
+into itself compared by identity, and no leaves.
 
 A rule built with 1-D arrays (``gd.optim.sgd(jnp.logspace(-3, 0, 64))``) holds K settings:
 each concrete element is checked as a scalar would be, every leaf is broadcast to
-``(K,)``, :func:`num_settings` says K, and ``gd.sweep`` (or ``jax.vmap`` over the rule)
+``(K,)``, ``gd.optim.num_settings`` says K, and ``gd.sweep`` (or ``jax.vmap`` over the rule)
 runs them; its own ``init``/``update`` refuse to run outside vmap.
 """
 
@@ -28,9 +29,8 @@ import jax
 import numpy as np
 import optax
 
-from gdjax._validate import UsageError, check_int, is_concrete
+from gdjax._validate import UsageError, is_concrete
 from gdjax.optim._hyper import (
-    ById,
     as_leaf,
     broadcast_settings,
     check_elements,
@@ -38,7 +38,6 @@ from gdjax.optim._hyper import (
     check_user_schedule,
     complement,
     freeze,
-    path_name,
     settings_count,
     show,
     thaw,
@@ -53,7 +52,7 @@ from gdjax.optim._util import (
     check_params_leaves,
 )
 
-__all__ = ["Rule", "combine", "num_settings", "partition", "setting", "settings"]
+__all__ = ["Rule", "make", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +71,7 @@ DECAY = Kind(check_nonnegative, schedule_ok=True, what="a weight decay")  # numb
 BETA = Kind(check_beta, beta=True)
 EPS = Kind(check_eps)
 NONNEGATIVE = Kind(check_nonnegative)
+POSITIVE = Kind(check_eps)  # a positive finite number (eps, a clipping threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +178,7 @@ class Rule(optax.GradientTransformationExtraArgs):
 
     @property
     def num_settings(self) -> int | None:
-        return num_settings(self)
+        return settings_count((self._core.hyperparams, self._core.complements))
 
     def replace(self, **changes: Any) -> Rule:
         """The same rule with some arguments changed, e.g. ``opt.replace(learning_rate=0.01)``."""
@@ -250,91 +250,5 @@ def make(name: str, **args: Any) -> Rule:
     hyper, comps = broadcast_settings((hyper, comps), k)
     rule = _new(name, hyper, comps, tuple(sorted(static.items())))
     # Build one setting now, so that a bad option is refused here and not at init.
-    (setting(rule, 0) if k is not None else rule)._core.transform()
+    (jax.tree.map(lambda x: x[0], rule) if k is not None else rule)._core.transform()
     return rule
-
-
-# ---------------------------------------------------------------------------------------
-# For the training engine.
-
-
-class RuleStatic:
-    """The static part of a rule: name, options and leaf structure (hashable, by value)."""
-
-    __slots__ = ("key", "name", "static")
-
-    def __init__(self, name: str, static: tuple, treedef: Any) -> None:
-        self.name, self.static, self.key = name, static, (name, static, treedef)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RuleStatic) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        return f"gd.optim.{self.name}({', '.join(f'{a}={show(thaw(v))}' for a, v in self.static)})"
-
-
-class Opaque(ById):
-    """Any other transformation as a static part: itself, compared and hashed by identity."""
-
-    def __repr__(self) -> str:
-        return f"{type(self.obj).__module__}.{type(self.obj).__qualname__} (opaque)"
-
-
-def partition(opt: Any) -> tuple[Any, Any]:
-    """``(static, leaves)`` of an optimizer, with ``combine(static, leaves)`` the same one.
-
-    A gd.optim rule: ``static`` (hashable, equal for two rules that differ only in their
-    numbers) and ``leaves``, a dict ``{"hyperparams": ..., "complements": ...}`` of
-    arrays. Any other transformation: ``static`` wraps it (compared by identity), no leaves.
-    """
-    if isinstance(opt, Rule):
-        core = opt._core
-        leaves = {"hyperparams": dict(core.hyperparams), "complements": dict(core.complements)}
-        return RuleStatic(core.name, core.static, jax.tree.structure(leaves)), leaves
-    return Opaque(opt), ()
-
-
-def combine(static: Any, leaves: Any) -> Any:
-    """The optimizer with these leaves (possibly traced): the inverse of :func:`partition`."""
-    if isinstance(static, Opaque):
-        return static.obj
-    if not isinstance(static, RuleStatic):
-        raise UsageError(f"`static` must come from gd.optim.partition, got {static!r}.")
-    return _new(static.name, leaves["hyperparams"], leaves["complements"], static.static)
-
-
-def num_settings(opt: Any) -> int | None:
-    """K for a rule (or schedule) built with 1-D arrays of K settings, else None."""
-    if isinstance(opt, Rule):
-        return settings_count((opt._core.hyperparams, opt._core.complements))
-    if isinstance(opt, PytreeSchedule):
-        return opt.num_settings
-    return None
-
-
-def setting(opt: Rule, i: int) -> Rule:
-    """Setting ``i`` of a rule of K settings, as a rule of one."""
-    k = num_settings(opt)
-    if k is None:
-        raise UsageError("`opt` holds one setting: it is its own setting 0.")
-    i = check_int("i", i, minimum=0)
-    if i >= k:
-        raise UsageError(f"`i` must be below the rule's {k} settings, got {i}.")
-    return jax.tree.map(lambda x: x[i], opt)
-
-
-def settings(opt: Any) -> dict[str, Any]:
-    """The swept hyperparameters of a rule of K settings, name -> ``(K,)`` array.
-
-    Those whose values differ between settings (or are traced); all of them when every
-    setting is the same. ``{}`` for a rule of one setting or another transformation.
-    """
-    if num_settings(opt) is None or not isinstance(opt, Rule):
-        return {}
-    flat = jax.tree_util.tree_flatten_with_path(opt._core.hyperparams)[0]
-    named = {path_name(path): leaf for path, leaf in flat}
-    varying = {n: v for n, v in named.items() if not is_concrete(v) or np.ptp(np.asarray(v)) != 0}
-    return varying or named

@@ -3,7 +3,8 @@ r"""Small composable transforms, each one line of an optimizer's update equation
 Every transform is an :class:`optax.GradientTransformation`: ``init(params) -> state`` and
 ``update(updates, state, params) -> (updates, state)``. Each is written for one array
 (the ``_*_leaf`` functions) and lifted to pytrees leaf by leaf. This module holds
-``chain``, ``scale``, ``scale_by_learning_rate``, ``trace`` and ``add_decayed_weights``;
+``scale``, ``scale_by_learning_rate``, ``trace`` and ``add_decayed_weights``, and
+re-exports ``chain`` (:mod:`gdjax.optim._chain`, a pytree of its gd.optim rules);
 the adaptive scalings (``scale_by_rms``, ``scale_by_adam``, ``scale_by_rss``) live in
 :mod:`gdjax.optim.scaling` and are re-exported here. The optimizers in
 :mod:`gdjax.optim.rules` are chains of these, e.g. Adam is
@@ -28,6 +29,7 @@ import numpy as np
 import optax
 
 from gdjax._validate import UsageError, check_bool, check_choice
+from gdjax.optim._chain import ChainState, chain
 from gdjax.optim._util import (
     STATE_OF,
     Scalar,
@@ -75,49 +77,6 @@ __all__ = [
 
 def _value_at(h: ScalarOrSchedule, count: jax.Array) -> Scalar:
     return h(count) if callable(h) else h
-
-
-# ---------------------------------------------------------------------------------------
-# chain
-
-
-class ChainState(tuple):
-    """The states of a chain's transforms, in order: ``state[i]`` belongs to transform i."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"ChainState{tuple.__repr__(self)}"
-
-
-def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransformation:
-    """Apply ``transforms`` one after the other: ``u ← T_k(… T_1(g))``."""
-
-    def init(params: Any) -> ChainState:
-        return ChainState(t.init(params) for t in transforms)
-
-    def update(updates: Any, state: ChainState, params: Any = None) -> tuple[Any, ChainState]:
-        check_state(state, ChainState, "this optimizer")
-        if len(state) != len(transforms):
-            raise UsageError(
-                f"`state` has {len(state)} parts but this optimizer has {len(transforms)} "
-                f"transforms. Pass the state made by this optimizer's `init(params)`."
-            )
-        new_state = []
-        for transform, inner in zip(transforms, state):
-            updates, inner = transform.update(updates, inner, params)
-            new_state.append(inner)
-        return updates, ChainState(new_state)
-
-    return optax.GradientTransformation(init, update)
-
-
-jax.tree_util.register_pytree_with_keys(
-    ChainState,
-    lambda s: (tuple((jax.tree_util.SequenceKey(i), c) for i, c in enumerate(s)), None),
-    lambda _, children: ChainState(children),
-    flatten_func=lambda s: (tuple(s), None),
-)
 
 
 # ---------------------------------------------------------------------------------------

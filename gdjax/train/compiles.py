@@ -6,10 +6,15 @@ import dataclasses
 import logging
 from typing import Any
 
+from gdjax.optim._parts import ChainStatic, Opaque, opaque_objects
 from gdjax.train.program import Program
 
 _SEEN: dict[Any, Program] = {}  # the last program seen per loss function (for explain)
 _KNOWN: set[Program] = set()
+OPAQUE = (
+    "new optimizer object (a plain optax transformation is compared by identity; use "
+    "gd.optim.chain to keep hyperparameters as data)"
+)
 
 
 def explain(prog: Program) -> str | None:
@@ -28,12 +33,38 @@ def explain(prog: Program) -> str | None:
     _SEEN[prog.loss_fn] = prog
     if last is None:
         return f"compiling: first program for loss {getattr(prog.loss_fn, '__name__', '?')}"
+    reasons, fields = [], dataclasses.fields(Program)
+    if prog.opt_static != last.opt_static and _holds_new_object(prog.opt_static, last.opt_static):
+        reasons.append(OPAQUE)
+        if _only_objects(prog.opt_static, last.opt_static):
+            fields = [f for f in fields if f.name != "opt_static"]
     changed = [
         f"{f.name}={_short(getattr(prog, f.name))} (was {_short(getattr(last, f.name))})"
-        for f in dataclasses.fields(Program)
+        for f in fields
         if getattr(prog, f.name) != getattr(last, f.name)
     ]
-    return "compiling: new static setting " + ("; ".join(changed) or "(new shapes or dtypes)")
+    if changed or not reasons:
+        reasons.append("new static setting " + ("; ".join(changed) or "(new shapes or dtypes)"))
+    return "compiling: " + "; ".join(reasons)
+
+
+def _holds_new_object(static: Any, last: Any) -> bool:
+    """Whether ``static`` holds an optimizer object by identity (an optax transformation,
+    an ``optax.chain``) that ``last`` did not hold."""
+    seen = {id(o) for o in opaque_objects(last)}
+    return any(id(o) not in seen for o in opaque_objects(static))
+
+
+def _only_objects(static: Any, last: Any) -> bool:
+    """Whether the two static parts differ only in the objects they hold by identity."""
+    if isinstance(static, Opaque) and isinstance(last, Opaque):
+        return True
+    if isinstance(static, ChainStatic) and isinstance(last, ChainStatic):
+        pairs = list(zip(static.members, last.members))
+        return len(static.members) == len(last.members) and all(
+            _only_objects(a, b) for a, b in pairs if a != b
+        )
+    return False
 
 
 def log_compile(prog: Program) -> None:

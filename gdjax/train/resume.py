@@ -63,9 +63,16 @@ def tree_sha256(tree: Any) -> str:
 def describe_optimizer(optimizer: Any) -> dict[str, Any]:
     """The optimizer as the fingerprint sees it: rule and static choices, and values.
 
-    A transformation that is not a gdjax rule shows no hyperparameters; it is described
-    by its type and the structure of its state.
+    A ``gd.optim.chain`` is described member by member (``{"rule": "gd.optim.chain",
+    "members": [...]}``), so another learning rate or threshold inside it differs. A
+    transformation that is not a gdjax rule or chain (an ``optax.chain`` included) shows
+    no hyperparameters; it is described by its type.
     """
+    if isinstance(optimizer, optim.Chain):
+        return {
+            "rule": "gd.optim.chain",
+            "members": [describe_optimizer(m) for m in optimizer.members],
+        }
     static, leaves = optim.partition(optimizer)
     flat = jax.tree_util.tree_flatten_with_path(leaves)[0]
     values = {jax.tree_util.keystr(k): str(np.asarray(x)) for k, x in flat}

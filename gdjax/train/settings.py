@@ -79,7 +79,9 @@ def _settings(learning_rates, hyperparams) -> dict[str, jax.Array]:
 def optimizer_parts(optimizer, learning_rates, hyperparams):
     """(static part, leaves with a leading axis K, named settings, K) of the sweep's optimizer.
 
-    A ``gd.optim`` rule built with 1-D arrays is split by :func:`gdjax.optim.partition`; a
+    A ``gd.optim`` rule built with 1-D arrays, or a ``gd.optim.chain`` of such rules (its
+    settings named ``"adam.learning_rate"``, member then argument), is split by
+    :func:`gdjax.optim.partition`; a
     factory is called once per concrete setting so that each is checked as ``fit`` checks
     its optimizer, then inside the program with the traced settings.
     """
@@ -98,8 +100,9 @@ def optimizer_parts(optimizer, learning_rates, hyperparams):
     if hasattr(optimizer, "update") or not callable(optimizer):
         raise UsageError(
             "sweep: `optimizer` must be a gd.optim rule built with arrays of settings (e.g. "
-            "gd.optim.sgd(jnp.logspace(-3, 0, 64))) or a factory of hyperparameters (e.g. "
-            "gd.optim.sgd, or lambda learning_rate: optax.adam(learning_rate))."
+            "gd.optim.sgd(jnp.logspace(-3, 0, 64))), a gd.optim.chain of such rules, or a "
+            "factory of hyperparameters (e.g. gd.optim.sgd, or lambda learning_rate: "
+            "optax.adam(learning_rate))."
         )
     settings = _settings(learning_rates, hyperparams)
     k = next(iter(settings.values())).shape[0]
