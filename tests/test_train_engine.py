@@ -154,9 +154,15 @@ def test_sweep_refuses_a_bad_setting_by_name():
 def test_resume_with_another_optimizer_is_refused_saying_what_differs(run, tmp_path):
     params, data = run
     gd.fit(loss, params, gd.optim.adam(0.02), data, steps=30, checkpoint_dir=tmp_path)
-    for other in (gd.optim.adam(0.03), gd.optim.adam(0.02, b1=0.5), gd.optim.rmsprop(0.02)):
-        with pytest.raises(ValueError, match=r"different run \(optimizer: checkpoint"):
+    cases = {
+        "learning_rate']: checkpoint \"0.02\", this run \"0.03\"": gd.optim.adam(0.03),
+        "b1']: checkpoint \"0.9\", this run \"0.5\"": gd.optim.adam(0.02, b1=0.5),
+        "optimizer.rule: checkpoint": gd.optim.rmsprop(0.02),
+    }
+    for says, other in cases.items():
+        with pytest.raises(ValueError, match=r"different run \(optimizer") as err:
             gd.fit(loss, params, other, data, steps=30, checkpoint_dir=tmp_path)
+        assert says in str(err.value), str(err.value)
     same = gd.fit(loss, params, gd.optim.adam(0.02), data, steps=30, checkpoint_dir=tmp_path)
     assert same.steps == 30
 

@@ -99,6 +99,25 @@ def fingerprint(
     }
 
 
+def _difference(path: str, old: Any, new: Any) -> str:
+    """Where two fingerprint entries first differ, e.g.
+    ``optimizer.hyperparameters.['hyperparams']['learning_rate']: checkpoint 0.1, this run 0.2``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        # the rule first, then a value both hold, a rule's own numbers before their derived
+        # complements (1 − β): say what was set
+        def order(k):
+            return (k != "rule", k not in old or k not in new, "complements" in str(k), str(k))
+
+        for key in sorted(set(old) | set(new), key=order):
+            if old.get(key) != new.get(key):
+                return _difference(f"{path}.{key}", old.get(key), new.get(key))
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if a != b:
+                return _difference(f"{path}[{i}]", a, b)
+    return f"{path}: checkpoint {_short(old)}, this run {_short(new)}"
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -204,10 +223,7 @@ def resume(path: Path, fingerprint: dict, like: dict[str, Any], history_like: di
     saved = meta.get("fingerprint", {})
     diff = [k for k in fingerprint if saved.get(k) != fingerprint[k]]
     if diff:
-        detail = "; ".join(
-            f"{k}: checkpoint {_short(saved.get(k))}, this run {_short(fingerprint[k])}"
-            for k in diff
-        )
+        detail = "; ".join(_difference(k, saved.get(k), fingerprint[k]) for k in diff)
         raise UsageError(
             f"Checkpoint {str(path)!r} is refused: it belongs to a different run ({detail}). "
             f"Use another `checkpoint_dir` for this run, or delete the file to start afresh."
