@@ -10,7 +10,10 @@ One module per section (``--only`` picks a subset), each a set of rows
 * :mod:`.sweep`: ``gd.sweep`` vs a loop of fits;
 * :mod:`.blocked_pass` (section ``pass``): a full-batch step of a linear model / one
   ``X @ w``;
-* :mod:`.backprop`: hand-written backprop vs ``jax.value_and_grad``.
+* :mod:`.backprop`: hand-written backprop vs ``jax.value_and_grad``;
+* :mod:`.checker`: ``gd.check_backprop`` vs ``jax.test_util.check_grads`` and
+  ``torch.autograd.gradcheck`` (where torch is installed), 10³ to 10⁶ parameters;
+* :mod:`.scaling`: a sweep in one process vs the same sweep in two (``jax.distributed``).
 
 A section module defines ``NAME``, ``QUICK`` (its sizes for ``--quick``) and
 ``bench(**sizes) -> (rows, info)``; a new section is a new file added to
@@ -36,7 +39,7 @@ import jax
 
 from gdjax._validate import UsageError
 
-from . import backprop, blocked_pass, expert, fit, sweep
+from . import backprop, blocked_pass, checker, expert, fit, scaling, sweep
 from ._timing import Row, fmt_time, time_side_by_side
 
 __all__ = [
@@ -51,7 +54,7 @@ __all__ = [
     "time_side_by_side",
 ]
 
-_SECTION_MODULES = (expert, fit, sweep, blocked_pass, backprop)
+_SECTION_MODULES = (expert, fit, sweep, blocked_pass, backprop, checker, scaling)
 
 SECTIONS: dict[str, Callable[..., tuple[list[Row], dict[str, Any]]]] = {
     m.NAME: m.bench for m in _SECTION_MODULES

@@ -218,7 +218,15 @@ def test_benchmark_helpers_and_import_changes_no_jax_setting():
     from benchmarks._timing import Row, time_side_by_side
 
     assert jax.config.jax_num_cpu_devices == before  # only the benchmark's entry sets it
-    assert set(benchmarks.SECTIONS) == {"expert", "fit", "sweep", "pass", "backprop"}
+    assert set(benchmarks.SECTIONS) == {
+        "expert",
+        "fit",
+        "sweep",
+        "pass",
+        "backprop",
+        "checker",
+        "scaling",
+    }
     assert set(benchmarks.QUICK) == set(benchmarks.SECTIONS)
     assert benchmarks.parse_only(" pass, backprop ") == ["pass", "backprop"]
     for bad in (",", "", "speed"):

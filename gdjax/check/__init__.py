@@ -33,7 +33,15 @@ the leaf's size (0/1 labels are redrawn, integer leaves kept), seeded by ``key``
 run in one compiled program: ``vmap`` over the points, and over the elements for the finite
 differences; the comparisons are done afterwards in NumPy.
 
-``check_derivative(f, df)`` does the same for a formula ``df`` of a scalar function ``f``.
+At scale the finite differences are taken along a few random directions per quantity
+(``fd="directions"``, the default above 256 elements): the comparison with autodiff is
+element by element and exact, the finite differences are the independent witness, and the
+cost does not grow with the number of elements. Where a quantity disagrees with autodiff,
+its worst elements are also differenced one by one: a kink there (relu at 0, abs at 0, a
+tie in max) with a valid one-sided derivative or subgradient passes with a note.
+
+``check_derivative(f, df)`` does the same for a formula ``df`` of a scalar function ``f``;
+``check_hvp`` for a Hessian-vector product.
 """
 
 from __future__ import annotations
@@ -43,33 +51,28 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gdjax._validate import (
-    as_key,
-    check_positive,
-)
+from gdjax._validate import as_key, check_choice, check_int, check_positive
+from gdjax.check.compare import make_rows, phase2_cap
+from gdjax.check.derivative import check_derivative
+from gdjax.check.diagnosis import diagnose
+from gdjax.check.hvp import check_hvp
 from gdjax.check.numerics import (
-    Plan,
     Tol,
+    direction_noise,
+    direction_rechecker,
+    element_prober,
     leaf_roles,
-    make_plan,
-    make_rows,
     run_points,
     sample_points,
+    theta_offsets,
     to_float64,
 )
+from gdjax.check.plan import host_values, make_plan
 from gdjax.check.report import Report, Row
-from gdjax.check.subject import (
-    Subject,
-    as_seed,
-    check_points,
-    describe,
-    resolve,
-    validate_point,
-)
-from gdjax.models._base import Backprop, Model
+from gdjax.check.subject import as_seed, check_points, resolve, validate_point
+from gdjax.models._base import Model
 
 __all__ = [
     "ModelCheck",
@@ -77,8 +80,16 @@ __all__ = [
     "Row",
     "check_backprop",
     "check_derivative",
+    "check_hvp",
+    "default_points",
     "verify_models",
 ]
+
+
+def default_points(size: int) -> int:
+    """100 points up to 2,000 elements (params + batch), then ``200,000 // size``: 14 at
+    13,500 elements, 1 from 100,000 on."""
+    return 100 if size <= 2_000 else max(1, min(100, 200_000 // size))
 
 
 def check_backprop(
@@ -86,12 +97,14 @@ def check_backprop(
     params: Any = None,
     batch: Any = None,
     *,
-    points: int = 100,
+    points: int | None = None,
     key: jax.Array | int = 0,
     rtol: float = 1e-7,
     atol: float = 1e-12,
     fd_rtol: float = 1e-6,
     noise: float = 0.5,
+    fd: str = "auto",
+    directions: int = 2,
 ) -> Report:
     r"""Compare a hand-written backprop with autodiff and finite differences, in float64.
 
@@ -100,134 +113,98 @@ def check_backprop(
         ``(loss_fn, backprop_fn)`` with ``loss_fn(params, batch) -> scalar`` and
         ``backprop_fn(params, batch) -> gd.Backprop(loss, grads, adjoints)`` (or a tuple
         ``(loss, grads)`` / ``(loss, grads, adjoints)``). Adjoints are checked for the
-        intermediates your loss tags with ``gd.name(x, label)``.
+        intermediates your loss tags with ``gd.name(x, label)``. The backprop may use
+        NumPy (it is then called outside jit with float64 arrays); the loss must be JAX.
       params: the point to check at; default the model's ``example()`` params.
       batch: the data; default the model's example batch (None for data-free models).
       points: how many points: the given one plus ``points − 1`` random ones, each float
         leaf of params and batch moved by Gaussian noise (``noise``·its RMS); 0/1 labels
-        redrawn; integer leaves kept.
+        redrawn; integer leaves kept. Default: 100 up to 2,000 elements of params and
+        batch, then ``200,000 // size`` (1 from 10⁵ on), so a call is quick at every size.
       key: a ``jax.random`` key (or an int seed) that seeds the random points; default 0.
       rtol, atol: tolerance against autodiff: ``|hand − ad| ≤ atol + rtol·|ad|``.
       fd_rtol: tolerance against central differences, added to their estimated error.
       noise: the relative size of the random perturbations.
+      fd: ``"elements"`` (every element differenced, for small models), ``"directions"``
+        (``directions`` random directions per quantity, for any size) or ``"auto"``
+        (elements up to 256 elements of params and probed adjoints).
+      directions: random directions per quantity in ``fd="directions"``.
 
     Returns:
-      A :class:`Report`: ``.ok``, ``.failures``, ``.rows``, ``.table()``, ``.to_dict()``.
+      A :class:`Report`: ``.ok``, ``.failures``, ``.first_wrong``, ``.rows`` (each with
+      ``.cause`` and ``.inherits``), ``.table()``, ``.to_dict()``.
 
     Raises:
       ValueError: unknown model id; params/batch not matching the model; NaN or inf in
         params or batch; a loss or gradient that is not finite at the given point.
       TypeError: arguments of the wrong type.
     """
-    points = check_points(points)
+    if points is not None:
+        points = check_points(points)
     seed = as_seed(key)
     check_positive("rtol", rtol)
     check_positive("atol", atol, allow_zero=True)
     check_positive("fd_rtol", fd_rtol)
     check_positive("noise", noise, allow_zero=True)
+    check_choice("fd", fd, ("auto", "elements", "directions"))
+    directions = check_int("directions", directions, what="an int (directions per quantity)")
     subject, params, batch = resolve(model_or_functions, params, batch)
-    validate_point(params, batch)
+    validate_point(params, batch, finite=False)
+    params64, batch64 = to_float64(params), to_float64(batch)
+    validate_point(params64, batch64)  # NumPy now: no compiled check
     tol = Tol(float(rtol), float(atol), float(fd_rtol))
     with jax.enable_x64(True):
-        params64, batch64 = to_float64(params), to_float64(batch)
-        plan = make_plan(subject, params64, batch64)
+        plan = make_plan(subject, params64, batch64, fd, directions)
+        size = sum(np.size(x) for x in jax.tree_util.tree_leaves((params64, batch64)))
+        n = points or default_points(size)
         stacked = sample_points(
-            seed, (params64, batch64), points, noise, leaf_roles(params64, batch64)
+            seed, (params64, batch64), n, noise, leaf_roles(params64, batch64)
         )
-        out = run_points(subject, plan, stacked, points)
-    rows, skipped = make_rows(plan, out, tol)
-    if 0 in skipped:
-        raise ValueError(
-            f"{subject.id}: the loss or its autodiff gradient is not finite at the given point "
-            f"(params/batch); check there is nothing to divide by zero or log of zero there."
-        )
-    return Report(subject.id, subject.title, rows, points, skipped, (), *tol)
+        hand = host_values(subject, plan, stacked, n) if plan.host else None
+        out = run_points(subject, plan, stacked, n, seed, hand)
+
+        def at(p: int) -> tuple[Any, Any]:
+            return jax.tree_util.tree_map(lambda x: x[p], stacked)
+
+        theta = size + sum(int(np.prod(s)) for s in plan.probed.values())
+        cap = phase2_cap(theta)
+        prober = element_prober(subject, plan, cap) if plan.fd == "directions" else None
+
+        def probe(p: int, idx: np.ndarray) -> Any:
+            return prober(*at(p), idx)
+
+        rechecker = direction_rechecker(subject, plan) if plan.fd == "directions" else None
+
+        def recheck(p: int) -> np.ndarray:
+            noise = [z[p] for z in direction_noise(plan, stacked[0], n, seed)]
+            h = None if hand is None else jax.tree_util.tree_map(lambda x: x[p], hand)
+            return rechecker(at(p), noise, h)
+
+        offsets = theta_offsets(plan, params64) if plan.fd == "directions" else None
+        rows, skipped = make_rows(plan, out, tol, probe, offsets, recheck, cap)
+        if 0 in skipped:
+            raise ValueError(
+                f"{subject.id}: the loss or its autodiff gradient is not finite at the given "
+                f"point (params/batch); check there is nothing to divide by zero or log of "
+                f"zero there."
+            )
+        first = None
+        failing = [r for r in rows if r.status == "FAIL"]
+        if failing:
+            p = _diagnosis_point(failing)
+            rows, first = diagnose(subject, plan, rows, out, at(p), p)
+    return Report(subject.id, subject.title, rows, n, skipped, (), *tol,
+                  first_wrong=first, notes=plan.notes, fd=plan.fd)
 
 
-def check_derivative(
-    f: Callable[[jax.Array], jax.Array] | str,
-    df: Callable[[jax.Array], jax.Array] | str,
-    points: Sequence[float] | jax.Array | None = None,
-    *,
-    rtol: float = 1e-7,
-    atol: float = 1e-12,
-    fd_rtol: float = 1e-6,
-    var: str = "x",
-) -> Report:
-    r"""Check a formula ``df`` for the derivative of a scalar function ``f``, in float64.
-
-    ``df(x)`` is compared with ``jax.grad(f)(x)`` and with central differences of ``f`` at
-    each point; the report says at which x it is wrong.
-
-    Args:
-      f: a JAX-traceable scalar function of one scalar (or a formula string, see
-        :func:`gdjax._expr.parse`).
-      df: your derivative of ``f`` (callable or formula string).
-      points: the x values; default 21 points evenly spaced on [-2, 2].
-      rtol, atol, fd_rtol: tolerances, as in :func:`check_backprop`.
-      var: the variable's name in formula strings and in the report (``"df/dx"``).
-
-    Returns:
-      A :class:`Report` with one row, ``df/dx``.
-
-    Raises:
-      ValueError: no points, non-finite points, ``f`` not finite at any point, or a
-        function that does not map a scalar to a scalar.
-      TypeError: ``f``/``df`` neither callables nor strings.
-    """
-    from gdjax._expr import parse
-
-    title = f"{describe(df)} as the derivative of {describe(f)}"
-    f = parse(f, var) if isinstance(f, str) else f
-    df = parse(df, var) if isinstance(df, str) else df
-    for arg, fn in (("f", f), ("df", df)):
-        if not callable(fn):
-            raise TypeError(f"`{arg}` must be a function of one scalar, got {type(fn).__name__}.")
-    check_positive("rtol", rtol)
-    check_positive("atol", atol, allow_zero=True)
-    check_positive("fd_rtol", fd_rtol)
-    xs = np.linspace(-2.0, 2.0, 21) if points is None else _as_points(points)
-    tol = Tol(float(rtol), float(atol), float(fd_rtol))
-    with jax.enable_x64(True):
-        x0 = jnp.float64(xs[0])
-        for arg, fn in (("f", f), ("df", df)):
-            shape = jnp.shape(jax.eval_shape(fn, x0))
-            if shape != ():
-                raise ValueError(
-                    f"`{arg}` must map a scalar to a scalar, but {arg}(x) has shape {shape}."
-                )
-        subject = Subject(
-            id=f"df/d{var}",
-            title=title,
-            loss=lambda p, b: f(p),
-            backprop=lambda p, b: Backprop(f(p), df(p), {}),
-            symbol="f",
-            leaf_names=(var,),
-            declared_adjoints=(),
-            check_loss=False,
-        )
-        plan = Plan(((f"df/d{var}", "derivative", 1),), (var,), {}, ())
-        out = run_points(subject, plan, (xs, None), len(xs))
-    rows, skipped = make_rows(plan, out, tol)
-    if len(skipped) == len(xs):
-        raise ValueError(
-            "`f` or its derivative is not finite at any of the points; pass `points` inside "
-            "its domain (e.g. x > 0 for log or sqrt)."
-        )
-    return Report(f"df/d{var}", subject.title, rows, len(xs), skipped, tuple(map(float, xs)), *tol)
-
-
-def _as_points(points: Any) -> np.ndarray:
-    try:
-        xs = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"`points` must be a list of numbers, got {points!r}.") from None
-    xs = xs.reshape(-1) if xs.ndim == 0 else xs
-    if xs.ndim != 1 or xs.size == 0:
-        raise ValueError(f"`points` must be a non-empty 1-D list of numbers, got shape {xs.shape}.")
-    if not np.all(np.isfinite(xs)):
-        raise ValueError("`points` holds NaN or inf; pass finite x values.")
-    return xs
+def _diagnosis_point(failing: list[Row]) -> int:
+    """A point where most failing rows fail (point 0 when it is one of them)."""
+    counts: dict[int, int] = {}
+    for r in failing:
+        for i in r.failing_points or ((r.worst[0],) if r.worst else (0,)):
+            counts[i] = counts.get(i, 0) + 1
+    best = max(counts.values())
+    return 0 if counts.get(0) == best else min(i for i, c in counts.items() if c == best)
 
 
 class ModelCheck(NamedTuple):

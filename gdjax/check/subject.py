@@ -126,7 +126,7 @@ def describe(fn: Callable | str) -> str:
     return repr(fn) if isinstance(fn, str) else _fn_name(fn)
 
 
-def validate_point(params: Any, batch: Any) -> None:
+def validate_point(params: Any, batch: Any, *, finite: bool = True) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         where = "params" + jax.tree_util.keystr(path)
         if not hasattr(leaf, "dtype") and not isinstance(leaf, (int, float)):
@@ -142,8 +142,9 @@ def validate_point(params: Any, batch: Any) -> None:
                 f"`batch{jax.tree_util.keystr(path)}` must be an array or a number, "
                 f"got {type(leaf).__name__}."
             )
-    check_finite("params", params)
-    check_finite("batch", batch)
+    if finite:
+        check_finite("params", params)
+        check_finite("batch", batch)
 
 
 def as_seed(key: Any) -> list[int]:
