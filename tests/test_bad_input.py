@@ -100,6 +100,10 @@ API = [
     ("model missing key", lambda: gd.models.get("R2").loss({"w": jnp.zeros(2)}, (X, Y)),
      "Missing: ['b']"),
     ("model batch", lambda: gd.models.get("G3").loss(P, X), "`batch` must be a pair"),
+    # a check of a custom (loss, backprop) pair
+    ("check pair needs a key", lambda: gd.check_backprop(
+        (lambda p, b: jnp.sum(p["v"] ** 2), lambda p, b: (0.0, {"w": p["w"]})),
+        {"w": jnp.ones(2)}), "`loss_fn` looks up the key 'v'"),
     # plots
     ("plot to a folder", lambda: gd.plot.loss_curves({"a": [1.0, 0.5]}, ".", title="t"),
      "`path` '.' is a folder"),

@@ -209,3 +209,17 @@ def test_parser_argument_types():
         parse("x", var="x y")
     with pytest.raises(ExprError, match="taken by a function or constant"):
         parse("e", var="e")
+
+
+def test_check_derivative_html_marks_the_wrong_component(tmp_path, capsys):
+    """MML example 5.15's f = x² + 2xy + y³: ∂f/∂y = 2x + 3y², written with 2y² instead."""
+    from gdjax.cli import main
+
+    page = tmp_path / "f.html"
+    argv = ["check-derivative", "--var", "x,y", "--f", "x**2 + 2*x*y + y**3"]
+    argv += ["--df", "2*x + 2*y, 2*x + 2*y**2", "--points", "1,2", "--html", str(page)]
+    assert main(argv) == 1
+    text = page.read_text()
+    assert "FIRST WRONG" in text and "∂f/∂y" in text
+    assert main([*argv[:-1], str(tmp_path / "f.svg")]) == 2  # refused before any work
+    assert "must end in .html" in capsys.readouterr().err

@@ -134,6 +134,11 @@ def make_plan(
             f"autodiff differentiates it, so write it with jax.numpy (jnp) instead of NumPy; "
             f"the backprop may stay in NumPy."
         ) from None
+    except (KeyError, IndexError):  # a key or layer the params lack: say which, not JAX
+        from gdjax.models._base import shapes_of_call
+
+        shapes_of_call(subject.loss, "loss_fn", params, batch)
+        raise
     if jnp.shape(loss_shape) != ():
         raise ValueError(
             f"{subject.id}: loss(params, batch) has shape {jnp.shape(loss_shape)}; it must be "

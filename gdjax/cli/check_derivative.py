@@ -39,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the graph of f at the first point where the formula disagrees",
     )
+    p.add_argument(
+        "--html",
+        default=None,
+        metavar="FILE",
+        help="write the graph of f at the first point where the formula disagrees (or the "
+        "first point) as an interactive page, each variable coloured by agreement",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             check_var(v)
         except ValueError as err:
             raise UsageError(f"--var {args.var!r}: {err}") from None
+    html = None if args.html is None else _html_path(args.html)  # before any work
     points = None if args.points is None else _parse_points(args.points, len(names))
     report = check_derivative(
         args.f, args.df, points, rtol=args.rtol, atol=args.atol, var=",".join(names)
@@ -65,7 +73,49 @@ def run(args: argparse.Namespace) -> int:
         first = (bad.failing_points or (0,))[0]
         text = _trace_table(args.f, report.xs[first], names)
         print(text, file=sys.stderr if args.json else sys.stdout)  # keep --json output JSON
+    if html is not None:
+        _write_html(args.f, report, names, html)
+        print(f"wrote {html}", file=sys.stderr if args.json else sys.stdout)
     return 0 if report.ok else 1
+
+
+def _html_path(text: str):
+    from gdjax._validate import UsageError
+    from gdjax.cli._checkout import writable_file
+
+    path = writable_file("--html", text)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--html {text}: the file name must end in .html")
+    return path
+
+
+def _write_html(f_text: str, report, names: list[str], path) -> None:
+    """The graph of f at the first failing point (or the first point), coloured by the
+    report's rows (``df/dx`` on the input ``x``)."""
+    import inspect
+
+    import jax
+    import jax.numpy as jnp
+
+    import gdjax as gd
+    from gdjax._expr import parse
+    from gdjax.graph.html import check_html
+
+    bad = next((r for r in report.rows if not r.ok), None)
+    first = (bad.failing_points or (0,))[0] if bad is not None else 0
+    x = report.xs[first]
+    xs = (x,) if isinstance(x, float) else tuple(x)
+    f = parse(f_text, tuple(names))
+
+    def named(*args):  # the inputs carry the variables' names (the rows say ∂f/∂x)
+        return f(*args)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    named.__signature__ = inspect.Signature([inspect.Parameter(n, kind) for n in names])
+    with jax.enable_x64(True):
+        graph = gd.trace(named, *(jnp.float64(v) for v in xs))
+        where = ", ".join(f"{v} = {a:g}" for v, a in zip(names, xs))
+        check_html(graph, report, path, title=f"f = {f_text} at {where}")
 
 
 def _parse_points(text: str, n: int) -> list:

@@ -126,9 +126,10 @@ def _summary(rows: list, first: str | None, unmapped: list[tuple[str, str]]) -> 
 
 def _node_of(graph: Graph, row_name: str) -> str | None:
     """The node a row names: ``dL/du`` → ``u``; ``dL/dlayers[0].W`` → ``params[0]['W']``."""
-    if "/d" not in row_name:
+    sep = "/d" if "/d" in row_name else "/∂"  # dL/du, or a formula's ∂f/∂x
+    if sep not in row_name:
         return graph.outputs[0] if row_name and row_name in (graph.outputs[0], "L", "J") else None
-    target = row_name.split("/d", 1)[1]
+    target = row_name.split(sep, 1)[1]
     if (target in graph and graph[target].op != "input") or target in graph.inputs:
         return graph[target].name
     want = _keys(target)[1:]  # "layers[0].W" -> ["0", "W"]: the path below the argument
