@@ -14,7 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     p.add_argument(
-        "--only", default=None, metavar="LIST", help="subset of: expert,fit,sweep,pass,backprop"
+        "--only",
+        default=None,
+        metavar="LIST",
+        help="subset of: expert,fit,sweep,pass,backprop,checker,scaling",
     )
 
 
