@@ -217,7 +217,11 @@ def test_fingerprint_sees_the_members_and_refuses_another_rate(run, tmp_path):
         return O.chain(O.clip_by_global_norm(c), O.adam(lr))
 
     gd.fit(loss, params, chained(0.02), data, steps=40, checkpoint_dir=tmp_path)
-    for other in (chained(0.03), chained(0.02, c=0.5)):
-        with pytest.raises(ValueError, match=r"different run \(optimizer: checkpoint"):
+    cases = {  # the message names the member and the value that differ
+        r"members\[1\]\.hyperparameters.*learning_rate'\]: checkpoint \"0.02\"": chained(0.03),
+        r"members\[0\]\.hyperparameters.*max_norm'\]: checkpoint \"1.0\"": chained(0.02, c=0.5),
+    }
+    for says, other in cases.items():
+        with pytest.raises(ValueError, match=r"different run \(optimizer\." + says):
             gd.fit(loss, params, other, data, steps=40, checkpoint_dir=tmp_path)
     assert gd.fit(loss, params, chained(0.02), data, steps=40, checkpoint_dir=tmp_path).steps == 40
