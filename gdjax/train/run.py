@@ -33,6 +33,7 @@ class Run:
     monitor_like: Any  # the shapes of one record of the monitor (None without one)
     history: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     saved_records: int = 0
+    resumed: bool = False  # the state came from a checkpoint
 
     def __post_init__(self):
         self.history = {name: [] for name in self._history_like()}
@@ -53,6 +54,7 @@ class Run:
             return state, []
         like = {"state": state, **({} if self.key is None else {"key": self.key})}
         tree, parts, segments = R.resume(path, fp, like, self._history_like())
+        self.resumed = True
         for part in parts:
             for name, chunks in self.history.items():
                 chunks.append(jax.tree_util.tree_map(np.asarray, part[name]))
@@ -73,9 +75,11 @@ class Run:
         return like
 
     def train(self, state: State, progress: bool | None, saver: R.Saver | None) -> State:
-        t0 = min(int(state.t), self.steps)
-        if bool(state.stopped) or t0 >= self.steps:  # a finished or diverged checkpoint
-            return state
+        t0 = 0
+        if self.resumed:  # where the checkpoint stands (a host read; a fresh run is at 0)
+            t0 = min(int(state.t), self.steps)
+            if bool(state.stopped) or t0 >= self.steps:  # finished or diverged
+                return state
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = dataclasses.replace(self.prog, careful=True)
@@ -139,7 +143,9 @@ class Run:
             name: jax.tree_util.tree_map(padded, stack_host(chunks, kept) if chunks else like[name])
             for name, chunks in self.history.items()
         }
-        losses = nan_after(out["losses"], np.asarray(diverged_at), re)
+        losses = (
+            nan_after(out["losses"], np.asarray(diverged_at), re) if diverged else out["losses"]
+        )
         result = FitResult(
             params=state.params,
             opt_state=state.opt_state,
