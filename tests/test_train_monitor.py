@@ -160,3 +160,28 @@ def test_results_show_in_a_notebook_as_a_table_with_the_final_loss(run):
     assert f"{float(res.final_loss):.6g}" in page
     sw = gd.sweep(loss, params, gd.optim.sgd(jnp.array([0.1, 0.2])), data, steps=12)
     assert "<table" in sw._repr_html_()
+
+
+@pytest.mark.parametrize("kw", [{}, {"batch_size": 8, "key": 0}], ids=["full", "mini"])
+def test_a_raised_divergence_says_where_the_first_non_finite_value_appeared(kw):
+    """exp overflows in float32 above ~88.7: the error names the tagged exp node."""
+
+    def overflowing(p, b):
+        X, y = b
+        z = gd.name(X @ p["w"], "z")
+        e = gd.name(jnp.exp(z), "e")
+        return jnp.mean((e - y) ** 2)
+
+    X = jax.random.normal(jax.random.key(0), (32, 3))
+    with pytest.raises(gd.DivergenceError) as err:
+        gd.fit(
+            overflowing,
+            {"w": jnp.ones(3)},
+            gd.optim.sgd(10.0),
+            (X, jnp.ones(32)),
+            steps=50,
+            on_divergence="raise",
+            **kw,
+        )
+    assert "e = exp(z)" in err.value.origin and "Where: the first non-finite" in str(err.value)
+    assert np.isfinite(err.value.result.params["w"]).all()

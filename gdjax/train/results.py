@@ -112,16 +112,21 @@ class SweepResult(NamedTuple):
 
 
 class DivergenceError(FloatingPointError):
-    """Raised by ``fit(..., on_divergence="raise")``; ``.step`` and ``.result`` say more."""
+    """Raised by ``fit(..., on_divergence="raise")``; ``.step`` and ``.result`` say more,
+    and ``.origin`` where the first non-finite value appeared (the first named
+    intermediate, from :func:`gdjax.diagnostics.nonfinite_origin` at the last finite
+    parameters and the diverged step's batch), when it could be traced."""
 
-    def __init__(self, step: int, result: FitResult):
+    def __init__(self, step: int, result: FitResult, origin: str | None = None):
+        where = "" if origin is None else f" Where: {origin.rstrip('.')}."
         super().__init__(
             f"fit: the loss or the update became non-finite at step {step} (loss "
-            f"{_last_recorded(result.losses)}). The last finite parameters are in "
+            f"{_last_recorded(result.losses)}).{where} The last finite parameters are in "
             f"`err.result.params`. Lower the learning rate, or pass on_divergence='stop'."
         )
         self.step = step
         self.result = result
+        self.origin = origin  # gd.diagnostics.nonfinite_origin at the diverged step
 
 
 def _last_recorded(losses: Any) -> str:

@@ -160,5 +160,22 @@ class Run:
             monitor=out.get("monitor"),
         )
         if diverged and on_divergence == "raise":
-            raise DivergenceError(diverged_at, result)
+            raise DivergenceError(diverged_at, result, self._origin(state.params, diverged_at))
         return result
+
+    def _origin(self, params: Any, t: int) -> str | None:
+        """Where step ``t``'s first non-finite value appears (None if it cannot be said)."""
+        from gdjax.diagnostics import nonfinite_origin
+        from gdjax.train.program import permutation
+
+        prog, batch = self.prog, self.data
+        try:
+            if prog.batch_size is not None:  # the batch of step t (train/program.py's order)
+                n_b = prog.n_examples // prog.batch_size
+                perm = np.asarray(permutation(self.key, t // n_b, prog.n_examples))
+                idx = perm[(t % n_b) * prog.batch_size : (t % n_b + 1) * prog.batch_size]
+                batch = jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(self.data))
+            origin = nonfinite_origin(prog.loss_fn, fetch(params), batch)
+        except Exception:  # a diagnosis must never hide the divergence itself
+            return None
+        return None if origin is None else origin.message
