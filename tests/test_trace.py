@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gdjax as gd
 from gdjax import cli, naming
@@ -583,3 +586,31 @@ def test_arrivals_expand_a_broadcast_fan_out():
     np.testing.assert_allclose([float(c) for c in graph.arrivals("f")], [-0.2, 0.4, 0.6], rtol=1e-6)
     np.testing.assert_allclose(graph["f"].adjoint, 0.8, rtol=1e-6)
     assert "-0.2 + 0.4 + 0.6" in graph.table()
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.text(max_size=4)
+    | st.floats(allow_nan=True, allow_infinity=True),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.dictionaries(st.sampled_from(["a", "b", "c", "z"]), _JSON, max_size=3) | _JSON)
+def test_cli_trace_at_fuzzed_is_a_result_or_one_line_refusal(value, capsys):
+    """Any JSON for --at: exit 0 (a graph) or 2 (one line naming the problem), never a
+    traceback."""
+    code = cli.main(["trace", "g1", "--at", json.dumps(value)])
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (value, code, err)
+    assert "Traceback" not in out + err
+    if code == 2:
+        assert err.count("\n") == 1 and "--at" in err, err
