@@ -6,6 +6,8 @@ import dataclasses
 import logging
 from typing import Any
 
+import jax
+
 from gdjax.optim._parts import ChainStatic, Opaque, opaque_objects
 from gdjax.train.program import Program
 
@@ -68,9 +70,10 @@ def _only_objects(static: Any, last: Any) -> bool:
 
 
 def log_compile(prog: Program) -> None:
-    """Log :func:`explain`'s reason on the ``"gdjax"`` logger when ``prog`` is new."""
+    """Log :func:`explain`'s reason on the ``"gdjax"`` logger when ``prog`` is new (in
+    process 0 only, when several processes run one program)."""
     why = explain(prog)
-    if why is not None:
+    if why is not None and jax.process_index() == 0:
         logging.getLogger("gdjax").info(why)
 
 
