@@ -68,7 +68,7 @@ class Pool:
         prog, re = self.prog, self.prog.record_every
         careful = dataclasses.replace(prog, careful=True)
         n_rec_total = -(-self.steps // re)
-        losses = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
+        losses = None  # (runs, records) on the host; made at the first chunk
         seen = None
         if self.seen_like is not None:
             seen = jax.tree_util.tree_map(
@@ -102,10 +102,17 @@ class Pool:
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 got = np.asarray(buf)[: rows.stop - r0, :n_live].T
-                if n_live == self.n_runs:  # every run in its own slot, in order
-                    losses[:, rows] = got
+                whole = n_live == self.n_runs and rows == slice(0, n_rec_total)
+                if losses is None and whole and not stopped.any():
+                    losses = got  # one chunk held the whole run: its buffer as it is
                 else:
-                    losses[live[:n_live], rows] = got
+                    if losses is None or not losses.flags.writeable:
+                        blank = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
+                        losses = blank if losses is None else np.array(losses)
+                    if n_live == self.n_runs:  # every run in its own slot, in order
+                        losses[:, rows] = got
+                    else:
+                        losses[live[:n_live], rows] = got
                 keep_records(live[:n_live], rows, mon, n_live)
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
