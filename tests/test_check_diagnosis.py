@@ -345,6 +345,17 @@ def test_check_hvp_on_mml_example_5_15():
     assert doubled.rows[0].cause == "factor 2" and doubled.first_wrong == doubled.rows[0].name
 
 
+def test_check_hvp_sees_every_direction_not_only_the_first():
+    """A slip in H's (1, 1) entry (2y for 6y) touches only H·e₂: it must fail, at every
+    point, with H·e₂'s second element the worst (6·2·2 = 24 against 2·2·2 = 8, the basis
+    vector scaled by max(|θ|, 1) = 2 at the given point)."""
+    at = jnp.array([1.0, 2.0])
+    wrong = check_hvp(_f, lambda p, b, v: jnp.array([[2.0, 2.0], [2.0, 2 * p[1]]]) @ v, at)
+    assert not wrong.ok and wrong.first_wrong == "(Hv)[params]"
+    assert wrong.rows[0].autodiff_fails == wrong.points
+    assert wrong.rows[0].index == (1,)
+
+
 def test_check_hvp_random_directions_on_a_tree():
     def loss(p, b):
         return jnp.sum(jnp.sin(p["a"]) * p["c"]) + jnp.sum(p["c"] ** 3)
@@ -357,3 +368,10 @@ def test_check_hvp_random_directions_on_a_tree():
     params = {"a": jnp.linspace(-1, 1, 12), "c": jnp.linspace(0.5, 2, 12)}
     report = check_hvp(loss, hvp, params, points=3)
     assert report.ok and [r.name for r in report.rows] == ["(Hv)[a]", "(Hv)[c]"]
+
+    def hvp_slip(p, b, v):  # 5c instead of 6c in c's own block: only (Hv)[c] is wrong
+        good = hvp(p, b, v)
+        return {"a": good["a"], "c": good["c"] - p["c"] * v["c"]}
+
+    slip = check_hvp(loss, hvp_slip, params, points=3)
+    assert [r.ok for r in slip.rows] == [True, False] and slip.first_wrong == "(Hv)[c]"

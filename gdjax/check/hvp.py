@@ -95,6 +95,8 @@ def check_hvp(
             for i in range(count)
         ]
     hand, auto, fd, est = (np.stack([s[k] for s in sides]) for k in range(4))
+    if not hessian:  # (points, directions, n): a leaf is a slice of the last axis
+        hand, auto, fd, est = (x.reshape(count, len(vs), n) for x in (hand, auto, fd, est))
     names = _leaf_names(p64) if not hessian else ["H"]
     sizes = [n * n] if hessian else [int(np.size(x)) for x in jax.tree_util.tree_leaves(p64)]
     shapes = [(n, n)] if hessian else [np.shape(x) for x in jax.tree_util.tree_leaves(p64)]
@@ -194,7 +196,8 @@ def _row(name, shape, hand, auto, fd, est, tol, basis) -> Row:
     fd_fail = np.any(~(fdiff <= tol.atol + tol.fd_rtol * np.abs(fd) + 2 * est), axis=1)
     failing = np.flatnonzero(ad_fail | fd_fail)
     p, e = np.unravel_index(np.argmax(diff), diff.shape)
-    index = tuple(int(i) for i in np.unravel_index(e, shape)) if len(shape) == 2 else None
+    size = int(np.prod(shape))  # columns are directions x elements: the element is e mod size
+    index = tuple(int(i) for i in np.unravel_index(e % size, shape)) if shape else None
     cause = None
     if failing.size:
         cause = cause_of(hand[failing], auto[failing], (), "float64", None) or "other"
