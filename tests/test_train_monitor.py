@@ -100,31 +100,10 @@ def test_checkpoint_resume_keeps_the_monitor_history(run, tmp_path):
     params, data = run
     opt = gd.optim.sgd(0.1)
     whole = gd.fit(loss, params, opt, data, steps=40, record_every=2, monitor=grad_norms)
-    gd.fit(
-        loss,
-        params,
-        opt,
-        data,
-        steps=40,
-        record_every=2,
-        monitor=grad_norms,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=10,
-        chunk_size=10,
-    )
+    saved = dict(checkpoint_dir=tmp_path, checkpoint_every=10, chunk_size=10)
+    gd.fit(loss, params, opt, data, steps=40, record_every=2, monitor=grad_norms, **saved)
     # a finished checkpoint resumes to the same result, history included
-    again = gd.fit(
-        loss,
-        params,
-        opt,
-        data,
-        steps=40,
-        record_every=2,
-        monitor=grad_norms,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=10,
-        chunk_size=10,
-    )
+    again = gd.fit(loss, params, opt, data, steps=40, record_every=2, monitor=grad_norms, **saved)
     np.testing.assert_array_equal(again.monitor["grad"]["W"], whole.monitor["grad"]["W"])
     np.testing.assert_array_equal(again.monitor["t"], whole.monitor["t"])
 

@@ -220,8 +220,18 @@ def sweep(
     prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
     seen_like = monitor_like(prog, *one_run)
     placed = data if mesh is None else place(data, data_sharding)
-    pool = Pool(prog, placed, run_key, n_runs, steps, seen_like, n_dev, settings_sharding)
-    pool.patience, pool.min_delta = patience, min_delta
+    pool = Pool(
+        prog,
+        placed,
+        run_key,
+        n_runs,
+        steps,
+        seen_like,
+        n_dev,
+        settings_sharding,
+        patience,
+        min_delta,
+    )
     final = pool.run(state, leaves, progress)
 
     n_rec = -(-steps // record_every)
