@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import gdjax as gd
-from gdjax.train import compiles, program, resume
+from gdjax.train import compiles, resume
 
 O = gd.optim
 
@@ -34,7 +34,7 @@ def run():
 
 
 def compiled() -> int:
-    return program.compiled_chunk._cache_size()
+    return gd.train.compilations()
 
 
 def gradient_stream(steps=300):

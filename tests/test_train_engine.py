@@ -13,7 +13,7 @@ import pytest
 
 import gdjax as gd
 from gdjax import checkpoint, train
-from gdjax.train import program, resume
+from gdjax.train import resume
 from tests.helpers import assert_tree_allclose
 
 
@@ -33,7 +33,7 @@ def run():
 
 def compiles() -> int:
     """Compiled chunk programs so far (the jit cache of the engine's one chunk)."""
-    return program.compiled_chunk._cache_size()
+    return gd.train.compilations()
 
 
 def expert_scan(params, opt, data, steps):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax.train import program
 
 
 def loss(params, batch):
@@ -61,9 +60,9 @@ def test_recorded_gradient_norms_equal_jax_grad_at_the_recorded_params(run):
 def test_monitor_does_not_recompile_for_a_new_learning_rate(run):
     params, data = run
     gd.fit(loss, params, gd.optim.adam(1e-2), data, steps=10, monitor=grad_norms)
-    before = program.compiled_chunk._cache_size()
+    before = gd.train.compilations()
     res = gd.fit(loss, params, gd.optim.adam(3e-2), data, steps=25, monitor=grad_norms)
-    assert program.compiled_chunk._cache_size() == before
+    assert gd.train.compilations() == before
     assert res.monitor["grad"]["W"].shape == (25,)
 
 

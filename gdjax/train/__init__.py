@@ -23,7 +23,7 @@ The engine, one layer a module:
 """
 
 from gdjax.train.fitting import fit
-from gdjax.train.program import StepInfo
+from gdjax.train.program import StepInfo, compilations
 from gdjax.train.results import DivergenceError, FitResult, SweepResult
 from gdjax.train.resume import CHECKPOINT_NAME
 from gdjax.train.settings import grid
@@ -35,6 +35,7 @@ __all__ = [
     "FitResult",
     "StepInfo",
     "SweepResult",
+    "compilations",
     "fit",
     "grid",
     "sweep",

@@ -22,17 +22,18 @@ def drive(
     plan: Callable[[int], int],
     *,
     on_chunk,
-    stopped,
-    replay=None,
+    diverged,
+    replay,
 ):
     """Run chunks from step ``t0`` to ``steps``; return the final state.
 
     ``plan(t)`` is the number of steps of the chunk starting at ``t``;
-    ``run_chunk(state, t, n) -> (state, *outputs)`` runs it. ``on_chunk(state, outputs,
-    t, t_end)`` is called for each finished chunk, in order, while the next one is
-    already running. The loop ends at ``steps`` or when ``stopped(state)``; then
-    ``replay(start_state, t, n)``, if given, re-runs that chunk with the careful program
-    and its results are kept.
+    ``run_chunk(state, t, n) -> (state, *outputs)`` runs it (lean). ``on_chunk(state,
+    outputs, t, t_end)`` is called for each finished chunk, in order, while the next one
+    is already running. When ``diverged(state, outputs, n)`` says a chunk diverged,
+    ``replay(start_state, t, n)`` re-runs it with the careful program and its results
+    are kept; the loop ends there if the careful run stopped (``state.stopped``), else
+    goes on from the replay's end. It also ends at ``steps``.
     """
     final, pending, t = state, None, t0
     while True:
@@ -44,12 +45,19 @@ def drive(
             state, t = new_state, t + n
         if pending is not None:
             start, t_start, n, end, outputs = pending
-            if stopped(end) and replay is not None:
+            bad = diverged(end, outputs, n)
+            if bad:
                 end, *outputs = replay(start, t_start, n)
             on_chunk(end, outputs, t_start, min(t_start + n, steps))
             final = end
-            if stopped(end):
-                return final
+            if bad:
+                if bool(end.stopped):
+                    return final
+                # a false alarm of the lean chunk: go on from the careful state
+                pending, state, t = None, end, t_start + n
+                if t >= steps:
+                    return final
+                continue
         if launched is None:
             return final
         pending = launched
@@ -67,9 +75,12 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True)
 
-    def update(self, t: int, loss: float | None) -> None:
+    def update(self, t: int, loss: Callable[[], float | None] | None = None) -> None:
+        """Move to step ``t``; ``loss()`` (called only when a bar is shown) is the last
+        finite loss to display."""
         if self.bar is not None:
             self.bar.update(t - self.bar.n)
+            loss = None if loss is None else loss()
             if loss is not None:
                 self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 

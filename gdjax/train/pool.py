@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from gdjax.train import planner
 from gdjax.train.loop import Progress
 from gdjax.train.placement import fetch, place
-from gdjax.train.program import Program, compiled_chunk
+from gdjax.train.program import Program, compiled_chunk, diverged
 
 __all__ = ["Pool", "take"]
 
@@ -98,10 +98,11 @@ class Pool:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
                 end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
-                stopped = fetch(end.stopped)[:n_live]
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
-                got = np.asarray(buf)[: rows.stop - r0, :n_live].T
+                made = np.asarray(buf)[: rows.stop - r0]
+                stopped = diverged(fetch(end.stopped), made, n_records)[:n_live]
+                got = made[:, :n_live].T
                 whole = n_live == self.n_runs and rows == slice(0, n_rec_total)
                 if losses is None and whole and not stopped.any():
                     losses = got  # one chunk held the whole run: its buffer as it is

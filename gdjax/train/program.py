@@ -15,12 +15,18 @@ new learning rate, a new ``steps`` or a new seed runs the same executable.
 
 Two variants of the step (``Program.careful``):
 
-* lean: the update alone, and a ``stopped`` flag raised by a non-finite loss, which also
-  ends the loop. The host runs every chunk this way;
+* lean: the update alone. The chunk's ``stopped`` flag is raised by non-finite parameters
+  at its end or a non-finite loss at a step it does not record; the host checks the
+  recorded losses themselves (:func:`diverged`). The host runs every chunk this way;
 * careful: a step whose loss or new parameters are not finite is not applied and the run
   freezes at the last finite parameters, recording the step. The host replays a chunk
-  that raised the flag with this variant, from the chunk's start, so a diverged run
-  keeps its last good state while the common case pays for none of the checks.
+  that diverged with this variant, from the chunk's start, so a diverged run keeps its
+  last good state while the common case pays for none of the checks.
+
+The lean chunk's per-step work is the expert's own ``scan`` body and one write of the
+loss: no flag, no permutation carry in full-batch runs, and no output that returns an
+input unchanged (XLA's CPU client runs such a program on its thread pool instead of
+inline, ~0.1 ms more per call).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.sharding import NamedSharding
@@ -196,9 +203,8 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     seen = None
     if observe and prog.monitor is not None:
         seen = prog.monitor(StepInfo(t, state.params, grads, updates, loss, batch))
-    if not prog.careful:
-        stopped = state.stopped | ~jnp.isfinite(loss)
-        new = state._replace(params=params, opt_state=opt_state, t=state.t + 1, stopped=stopped)
+    if not prog.careful:  # the flag is raised by the caller where it is needed
+        new = state._replace(params=params, opt_state=opt_state, t=state.t + 1)
         return new, perm, loss, seen
 
     finite = jnp.isfinite(loss) & all_finite(params)
@@ -241,14 +247,16 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 
     def first_perm(key):
         if prog.batch_size is None:
-            return jnp.zeros((0,), jnp.int32)
+            return None
         return permutation(key, t0 // (prog.n_examples // prog.batch_size), prog.n_examples)
 
     if batched:
         axes = (0, 0, key_axis, 0, None)
         step, step_seen = jax.vmap(one_step, in_axes=axes), jax.vmap(observed, in_axes=axes)
         n_runs = state.t.shape[0]
-        if key_axis is None:
+        if prog.batch_size is None:
+            perm = None
+        elif key_axis is None:
             perm = jnp.broadcast_to(first_perm(key), (n_runs, *first_perm(key).shape))
         else:
             perm = jax.vmap(first_perm)(key)
@@ -272,7 +280,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
             traj = put(traj, i, state.params)
         first = step if prog.monitor is None else step_seen
         state, perm, loss, out = first(state, perm, key, opt_leaves, t)
-        losses = losses.at[i].set(loss.astype(losses.dtype))
+        losses = lax.dynamic_update_index_in_dim(losses, loss.astype(losses.dtype), i, 0)
         if prog.monitor is not None:
             seen = put(seen, i, out)
         end = jnp.minimum(t + prog.record_every, n_steps)
@@ -282,8 +290,10 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
             def more(c):
                 return (c[0] < end) & running(c[1])
 
-            def inner(c):
-                s, p, _, _ = step(c[1], c[2], key, opt_leaves, c[0])
+            def inner(c):  # an unrecorded step: its loss raises the flag here
+                s, p, loss, _ = step(c[1], c[2], key, opt_leaves, c[0])
+                if not prog.careful:
+                    s = s._replace(stopped=s.stopped | ~jnp.isfinite(loss))
                 return c[0] + 1, s, p
 
             t, state, perm = lax.while_loop(more, inner, (t, state, perm))
@@ -295,6 +305,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     # buffers are record-major, (capacity, runs...): record i is one contiguous write
     lead = (state.t.shape[0],) if batched else ()
     losses = jnp.zeros((prog.capacity, *lead), prog.loss_dtype)
+
     def buffers(like):
         return jax.tree_util.tree_map(lambda p: _blank((prog.capacity, *p.shape), p.dtype), like)
 
@@ -310,6 +321,37 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         check = jax.vmap(all_finite) if batched else all_finite
         state = state._replace(stopped=state.stopped | ~check(state.params))
     return state, losses, traj, seen
+
+
+def _chunk_outputs(prog: Program, state: State, *args):
+    """:func:`run_chunk` less what a lean chunk leaves as it was (``diverged_at``)."""
+    state, *out = run_chunk(prog, state, *args)
+    if not prog.careful:
+        state = state._replace(diverged_at=None)
+    return state, *out
+
+
+_compiled_chunk = jax.jit(_chunk_outputs, static_argnums=0)
+
+
+def compiled_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n_records):
+    """:func:`run_chunk`, compiled (one executable per :class:`Program` and shapes)."""
+    new, *out = _compiled_chunk(prog, state, data, key, opt_leaves, t0, n_steps, n_records)
+    if new.diverged_at is None:
+        new = new._replace(diverged_at=state.diverged_at)
+    return new, *out
+
+
+def compilations() -> int:
+    """Chunk programs compiled so far in this process (the jit cache's size)."""
+    return _compiled_chunk._cache_size()
+
+
+def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
+    """Host side: whether a lean chunk's runs diverged: its ``stopped`` flag, or a
+    non-finite loss among its first ``n_records`` records (``losses``: its buffer)."""
+    ok = np.isfinite(losses[:n_records]).all(axis=0)
+    return np.asarray(stopped) | ~ok
 
 
 def _blank(shape, dtype) -> jax.Array:
@@ -334,7 +376,6 @@ def init_state(prog: Program, params: Params, opt_leaves) -> State:
     return one(params, opt_leaves)
 
 
-compiled_chunk = jax.jit(run_chunk, static_argnums=0)
 compiled_init = jax.jit(init_state, static_argnums=0)
 
 

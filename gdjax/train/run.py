@@ -13,7 +13,7 @@ from gdjax.train import planner
 from gdjax.train import resume as R
 from gdjax.train.loop import Progress, drive, last_finite, nan_after, stack_host
 from gdjax.train.placement import fetch
-from gdjax.train.program import Program, State, compiled_chunk, final_loss
+from gdjax.train.program import Program, State, compiled_chunk, diverged, final_loss
 from gdjax.train.results import DivergenceError, FitResult
 
 __all__ = ["Run"]
@@ -83,6 +83,7 @@ class Run:
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = dataclasses.replace(self.prog, careful=True)
+        re = self.prog.record_every
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
             losses, traj, seen = fetch(outputs)
@@ -90,7 +91,7 @@ class Run:
             got = {"losses": losses, "trajectory": traj, "monitor": seen}
             for name, chunks in self.history.items():
                 chunks.append(jax.tree_util.tree_map(lambda x: x[:n_rec], got[name]))
-            bar.update(t_end, last_finite(losses[:n_rec]))
+            bar.update(t_end, lambda: last_finite(losses[:n_rec]))
             if saver is not None:
                 every = self.checkpoint_every
                 done = t_end >= self.steps or bool(s.stopped)
@@ -105,7 +106,7 @@ class Run:
                 self.steps,
                 self.chunk_steps,
                 on_chunk=on_chunk,
-                stopped=lambda s: bool(s.stopped),
+                diverged=lambda s, out, n: bool(diverged(*fetch((s.stopped, out[0])), -(-n // re))),
                 replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
             )
         finally:
