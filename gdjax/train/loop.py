@@ -1,7 +1,8 @@
 """The host loop: chunks dispatched back to back, progress, and the loss history.
 
 The host dispatches chunk ``k + 1`` before it reads chunk ``k``'s results, so the device
-never waits for the host; a progress bar and checkpoints are served between chunks.
+never waits for the host; a progress bar and checkpoints are served between chunks. A
+run of one chunk (the common short run) makes no copy of its state at all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def drive(
     on_chunk,
     diverged,
     replay,
+    keep,
+    restart,
 ):
     """Run chunks from step ``t0`` to ``steps``; return the final state.
 
@@ -34,33 +37,44 @@ def drive(
     ``replay(start_state, t, n)`` re-runs it with the careful program and its results
     are kept; the loop ends there if the careful run stopped (``state.stopped``), else
     goes on from the replay's end. It also ends at ``steps``.
+
+    A chunk (and a replay) consumes the state it is given: its buffers are donated to
+    the program. So before the host hands over a state it still needs (the end of the
+    chunk it has not read yet, which is also the start of the next one) it takes
+    ``keep(state)``, a copy; ``restart()`` gives the first chunk's start again.
     """
-    final, pending, t = state, None, t0
+    start, pending, t, final = restart, None, t0, state
     while True:
         launched = None
         if t < steps:
             n = plan(t)
+            if pending is not None:  # the pending chunk's end is about to be consumed
+                kept = keep(state)
+                pending = (*pending[:3], kept, pending[4])
+                start = given(kept)
             new_state, *outputs = run_chunk(state, t, n)
-            launched = (state, t, n, new_state, outputs)
+            launched = (start, t, n, new_state, outputs)
             state, t = new_state, t + n
         if pending is not None:
-            start, t_start, n, end, outputs = pending
+            again, t_start, n, end, outputs = pending
             bad = diverged(end, outputs, n)
             if bad:
-                end, *outputs = replay(start, t_start, n)
+                end, *outputs = replay(again(), t_start, n)
             on_chunk(end, outputs, t_start, min(t_start + n, steps))
             final = end
-            if bad:
-                if bool(end.stopped):
+            if bad:  # the chunk launched after this one began from a diverged state
+                if bool(end.stopped) or t_start + n >= steps:
                     return final
-                # a false alarm of the lean chunk: go on from the careful state
-                pending, state, t = None, end, t_start + n
-                if t >= steps:
-                    return final
+                pending, state, t, start = None, end, t_start + n, given(keep(end))
                 continue
         if launched is None:
             return final
         pending = launched
+
+
+def given(state):
+    """A function that returns ``state`` (a kept start)."""
+    return lambda: state
 
 
 class Progress:

@@ -11,9 +11,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gdjax.train import planner
-from gdjax.train.loop import Progress
+from gdjax.train.loop import Progress, given
 from gdjax.train.placement import fetch, place
 from gdjax.train.program import Program, compiled_chunk, diverged
+from gdjax.train.program import keep as keep_state
 
 __all__ = ["Pool", "take"]
 
@@ -64,7 +65,10 @@ class Pool:
             return top
         return min(top, -(-(1 << (n - 1).bit_length()) // self.quantum) * self.quantum)
 
-    def run(self, state, leaves, progress) -> dict[str, Any]:
+    def run(self, state, leaves, progress, restart) -> dict[str, Any]:
+        """Every chunk of the sweep from ``state`` (the runs at step 0; ``restart()``
+        builds it again for a replay of the first chunk). A chunk consumes the state it is
+        given (donated buffers); a state still needed after it is kept (``keep``)."""
         prog, re = self.prog, self.prog.record_every
         careful = dataclasses.replace(prog, careful=True)
         n_rec_total = -(-self.steps // re)
@@ -82,15 +86,21 @@ class Pool:
 
         out = None  # the runs' final states on the host, made at the first retirement
 
+        like = jax.tree_util.tree_map(lambda x: (x.shape[1:], x.dtype), state._asdict())
+
         def host_out():
             return jax.tree_util.tree_map(
-                lambda x: np.zeros((self.n_runs, *x.shape[1:]), x.dtype), state._asdict()
+                lambda x: np.zeros((self.n_runs, *x[0]), x[1]),
+                like,
+                is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2,
             )
 
         retired_at = np.full(self.n_runs, -1, np.int32)
         live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
+        again = restart  # the start of the next chunk, for its replay
         if live.size > self.n_runs:  # slots past the runs repeat the last run
             state, leaves = take(state, live), take(leaves, live)
+            again = given(state)  # on the host: a chunk consumes only its device copy
         n_live, t = self.n_runs, 0
         bar = Progress(progress, self.steps, 0, -(-self.steps // (prog.capacity * re)), "sweep")
         try:
@@ -118,11 +128,12 @@ class Pool:
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
                     sel = _padded(bad, self._slots(bad.size))
-                    again, buf2, _, mon2 = self._chunk(
-                        careful, take(state, sel), take(leaves, sel), live[sel], t, n_records
+                    start = take(again(), sel)
+                    replayed, buf2, _, mon2 = self._chunk(
+                        careful, start, take(leaves, sel), live[sel], t, n_records
                     )
                     out = host_out() if out is None else out
-                    for name, value in again._asdict().items():
+                    for name, value in replayed._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
                     keep_records(live[bad], rows, mon2, bad.size)
@@ -144,11 +155,14 @@ class Pool:
                     out = host_out() if out is None else out
                     for name, value in end._asdict().items():
                         out[name] = _put(out[name], live[keep], take(value, keep), keep.size)
-                if gone and keep.size:  # re-pack the live runs
+                if gone and keep.size:  # re-pack the live runs (on the host)
                     sel = _padded(keep, self._slots(keep.size))
                     state, leaves, live = take(end, sel), take(leaves, sel), live[sel]
+                    again = given(state)
                 else:
                     state = end
+                    if t_end < self.steps:  # the next chunk consumes it
+                        again = given(keep_state(end))
                 n_live, t = keep.size, t_end
                 bar.update(t, None)
         finally:

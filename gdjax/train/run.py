@@ -11,9 +11,17 @@ import numpy as np
 
 from gdjax.train import planner
 from gdjax.train import resume as R
-from gdjax.train.loop import Progress, drive, last_finite, nan_after, stack_host
+from gdjax.train.loop import Progress, drive, given, last_finite, nan_after, stack_host
 from gdjax.train.placement import fetch
-from gdjax.train.program import Program, State, compiled_chunk, diverged, final_loss
+from gdjax.train.program import (
+    Program,
+    State,
+    compiled_chunk,
+    compiled_init,
+    diverged,
+    final_loss,
+    keep,
+)
 from gdjax.train.results import DivergenceError, FitResult
 
 __all__ = ["Run"]
@@ -83,6 +91,13 @@ class Run:
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = dataclasses.replace(self.prog, careful=True)
+        if self.resumed:  # the first chunk consumes the state: keep it for a replay
+            restart = given(keep(state))
+        else:  # a fresh start is cheap to build again, and rarely needed
+
+            def restart():
+                return compiled_init(self.prog, self.params, self.opt_leaves)
+
         re = self.prog.record_every
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
@@ -108,6 +123,8 @@ class Run:
                 on_chunk=on_chunk,
                 diverged=lambda s, out, n: bool(diverged(*fetch((s.stopped, out[0])), -(-n // re))),
                 replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
+                keep=keep,
+                restart=restart,
             )
         finally:
             bar.close()

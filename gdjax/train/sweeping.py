@@ -232,7 +232,7 @@ def sweep(
         patience,
         min_delta,
     )
-    final = pool.run(state, leaves, progress)
+    final = pool.run(state, leaves, progress, lambda: compiled_init(prog, params, leaves))
 
     n_rec = -(-steps // record_every)
     on_device = all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(final["params"]))
