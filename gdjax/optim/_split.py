@@ -220,6 +220,11 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
+def _first(x: Any) -> Any:
+    """Setting 0 of a leaf: on the host when it has a value (no eager device op)."""
+    return np.asarray(x)[0] if is_concrete(x) else x[0]
+
+
 def make(name: str, **args: Any) -> Rule:
     """Rule ``name`` from its arguments: numbers to checked leaves, the rest static.
 
@@ -250,5 +255,5 @@ def make(name: str, **args: Any) -> Rule:
     hyper, comps = broadcast_settings((hyper, comps), k)
     rule = _new(name, hyper, comps, tuple(sorted(static.items())))
     # Build one setting now, so that a bad option is refused here and not at init.
-    (jax.tree.map(lambda x: x[0], rule) if k is not None else rule)._core.transform()
+    (jax.tree.map(_first, rule) if k is not None else rule)._core.transform()
     return rule

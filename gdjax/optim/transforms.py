@@ -112,23 +112,27 @@ def scale_by_learning_rate(
     r"""``u ← −α_t·u``: a step down the slope (``+α_t·u`` with ``flip_sign=False``).
 
     ``learning_rate`` is a positive number α or a schedule, a function of the step count
-    :math:`t = 0, 1, \ldots` that returns :math:`\alpha_t`.
+    :math:`t = 0, 1, \ldots` that returns :math:`\alpha_t`. As in optax, only a schedule
+    keeps a count (:class:`ScaleByLearningRateState`); a constant's state is empty
+    (:class:`ScaleState`), so a plain step does no more work than ``α·u``.
     """
     check_learning_rate("learning_rate", learning_rate)
     check_bool("flip_sign", flip_sign)
+    scheduled = callable(learning_rate)
+    kind = ScaleByLearningRateState if scheduled else ScaleState
 
-    def init(params: Any) -> ScaleByLearningRateState:
+    def init(params: Any) -> ScaleByLearningRateState | ScaleState:
         del params
-        return ScaleByLearningRateState(count=zero_count())
+        return ScaleByLearningRateState(count=zero_count()) if scheduled else ScaleState()
 
     def update(updates, state, params=None):
-        check_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
+        check_state(state, kind, "scale_by_learning_rate")
         if params is not None:
             check_grads(updates, params, "`params`")
-        alpha = _value_at(learning_rate, state.count)
+        alpha = learning_rate(state.count) if scheduled else learning_rate
         step = -alpha if flip_sign else alpha
         updates = jax.tree.map(lambda u: cast(step, u) * u, updates)
-        return updates, ScaleByLearningRateState(count=increment(state.count))
+        return updates, (ScaleByLearningRateState(increment(state.count)) if scheduled else state)
 
     return optax.GradientTransformation(init, update)
 

@@ -114,6 +114,16 @@ def as_arrays(arg: str, tree: Any) -> Any:
         raise UsageError(f"`{arg}` must be a pytree of arrays ({e}).") from e
 
 
+def arrays(arg: str, tree: Any) -> tuple[Any, tuple]:
+    """``tree`` with array leaves (:func:`as_arrays`) and its signature: its structure and
+    each leaf's shape, dtype and weak type (hashable; what a compiled program sees)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if not all(isinstance(x, jax.Array) for x in leaves):  # convert and check, once
+        tree = as_arrays(arg, tree)
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return tree, (treedef, tuple((x.shape, x.dtype, x.weak_type) for x in leaves))
+
+
 def _has_list_of_numbers(tree: Any) -> bool:
     if isinstance(tree, list) and any(isinstance(x, int | float) for x in tree):
         return True

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -21,7 +23,8 @@ from gdjax.train.program import (
     LossFn,
     Program,
     StepInfo,
-    compiled_init,
+    compiled_start,
+    init_state,
     monitor_like,
 )
 from gdjax.train.results import FitResult
@@ -132,23 +135,11 @@ def fit(
             f"`monitor` must be a function monitor(info) -> pytree of arrays, got {monitor!r}."
         )
 
-    params = A.as_arrays("params", params)
-    A.check_params(params)
-    traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
+    opt_static, opt_leaves = optim.partition(optimizer)
+    params, params_sig = A.arrays("params", params)
+    data, data_sig = A.arrays("data", data)
+    traj_bytes = _nbytes(params_sig) if trajectory else 0
     A.check_history(steps, record_every, 8 + traj_bytes)
-    check_finite("params", params)
-    data = A.as_arrays("data", data)
-    check_finite("data", data)
-    m = A.n_examples(data)
-    mesh_size, axis = 1, None
-    if mesh is not None:
-        axis = A.data_axis(mesh)
-        mesh_size = mesh.shape[axis]
-        if m is not None and m % mesh_size:
-            raise UsageError(
-                f"`data` has m={m} examples, not divisible by the {mesh_size} devices of "
-                f"`mesh`. Drop or pad examples to a multiple of {mesh_size}."
-            )
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size)
         if key is None:
@@ -156,31 +147,56 @@ def fit(
                 f"`batch_size={batch_size}` draws shuffled mini-batches: pass `key`, e.g. "
                 f"key=jax.random.key(0) or key=0, so that the run is reproducible."
             )
-    A.check_batch(batch_size, m, mesh_size)
     key = None if batch_size is None else as_key(key)
     path = None
     with contextlib.ExitStack() as held:
         if checkpoint_dir is not None:  # before anything is traced or compiled
-            nbytes = 4 * sum(x.nbytes for x in jax.tree_util.tree_leaves(params))  # + opt state
+            nbytes = 4 * _nbytes(params_sig)  # + opt state
             path = R.preflight(Path(checkpoint_dir), nbytes)
             if jax.process_index() == 0:  # process 0 writes (and holds) the checkpoint
                 held.enter_context(R.locked(path.parent))
-        run, state = _prepare(
+        plan = _plan(
+            (params_sig, data_sig, key is None),
             loss_fn,
             params,
-            optimizer,
+            opt_static,
+            opt_leaves,
             data,
             key,
             mesh,
-            axis,
-            steps=steps,
             batch_size=batch_size,
             record_every=record_every,
             trajectory=bool(trajectory),
             value_and_grad=value_and_grad,
-            checkpoint_every=checkpoint_every,
             chunk_size=chunk_size,
             monitor=monitor,
+        )
+        prog = plan.prog
+        if mesh is not None:
+            replicated = NamedSharding(mesh, PartitionSpec())
+            data = place(data, prog.batch_sharding)
+            params, opt_leaves = place((params, opt_leaves), replicated)
+            if key is not None:
+                key = place(key, replicated)
+        state, ok = compiled_start(prog, params, opt_leaves, data)
+
+        def bad_input():  # read with the first chunk, which runs no step unless ok
+            check_finite("params", params)
+            check_finite("data", data)
+
+        run = Run(
+            prog,
+            data,
+            key,
+            opt_leaves,
+            steps,
+            checkpoint_every,
+            params,
+            plan.monitor_like,
+            ok=ok,
+            bad_input=bad_input,
+            careful=plan.careful,
+            like=plan.like,
         )
         saver = None
         if path is not None:
@@ -204,36 +220,69 @@ def fit(
     return run.result(state, on_divergence, saver)
 
 
-def _prepare(
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a fit's arguments' structure decides, checked and built once per structure."""
+
+    prog: Program  # sized
+    careful: Program  # prog with the careful step
+    monitor_like: Any  # one record of the monitor's output (None without one)
+    like: dict[str, Any]  # zero records of each recorded quantity
+
+
+_PLANS: dict[Any, _Plan] = {}
+
+
+def _plan(
+    signature,
     loss_fn,
     params,
-    optimizer,
+    opt_static,
+    opt_leaves,
     data,
     key,
     mesh,
-    axis,
     *,
-    steps,
     batch_size,
     record_every,
     trajectory,
     value_and_grad,
-    checkpoint_every,
     chunk_size,
     monitor,
-):
-    """The program of this run (placed on ``mesh``) and its initial state."""
-    loss_dtype = A.check_loss(loss_fn, params, data, batch_size)
+) -> _Plan:
+    """The run's program: from the memo when a call with the same loss, optimizer
+    statics, argument shapes and options was checked before; else every check that
+    depends on them (dtypes, examples, batch, mesh, the loss's output) and the chunk size.
+    """
+    memo_key = (
+        loss_fn,
+        value_and_grad,
+        monitor,
+        opt_static,
+        signature,
+        batch_size,
+        record_every,
+        trajectory,
+        chunk_size,
+        mesh,
+    )
+    plan = _PLANS.get(memo_key)
+    if plan is not None:
+        return plan
+    A.check_params(params)
     m = A.n_examples(data)
-    opt_static, opt_leaves = optim.partition(optimizer)
-    batch_sharding = None
+    mesh_size, batch_sharding = 1, None
     if mesh is not None:
+        axis = A.data_axis(mesh)
+        mesh_size = mesh.shape[axis]
+        if m is not None and m % mesh_size:
+            raise UsageError(
+                f"`data` has m={m} examples, not divisible by the {mesh_size} devices of "
+                f"`mesh`. Drop or pad examples to a multiple of {mesh_size}."
+            )
         batch_sharding = NamedSharding(mesh, PartitionSpec(axis))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        data = place(data, batch_sharding)
-        params, opt_leaves = place((params, opt_leaves), replicated)
-        if key is not None:
-            key = place(key, replicated)
+    A.check_batch(batch_size, m, mesh_size)
+    loss_dtype = A.check_loss(loss_fn, params, data, batch_size)
     prog = Program(
         loss_fn=loss_fn,
         value_and_grad=value_and_grad,
@@ -247,13 +296,25 @@ def _prepare(
         batch_sharding=batch_sharding,
         monitor=monitor,
     )
-    state = compiled_init(prog, params, opt_leaves)
-    traj_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) if trajectory else 0
+    state = jax.eval_shape(
+        lambda p, o: init_state(opt_static, False, False, p, o), params, opt_leaves
+    )
+    traj_bytes = _nbytes(A.arrays("params", params)[1]) if trajectory else 0
     prog = planner.sized(
         prog, chunk_size, (state, data, key, opt_leaves), trajectory_bytes=traj_bytes
     )
     seen = monitor_like(prog, state, data, key, opt_leaves)
-    return Run(prog, data, key, opt_leaves, steps, checkpoint_every, params, seen), state
+    like = Run(prog, None, None, None, 1, None, params, seen).like
+    plan = _Plan(prog, dataclasses.replace(prog, careful=True), seen, like)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[memo_key] = plan
+    return plan
+
+
+def _nbytes(signature) -> int:
+    """The bytes of the arrays that an :func:`args.arrays` signature describes."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype, _ in signature[1])
 
 
 def _name(fn: Any) -> str:

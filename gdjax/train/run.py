@@ -11,13 +11,13 @@ import numpy as np
 
 from gdjax.train import planner
 from gdjax.train import resume as R
-from gdjax.train.loop import Progress, drive, given, last_finite, nan_after, stack_host
+from gdjax.train.loop import Progress, drive, given, last_finite, stack_host
 from gdjax.train.placement import fetch
 from gdjax.train.program import (
     Program,
     State,
     compiled_chunk,
-    compiled_init,
+    compiled_start,
     diverged,
     final_loss,
     keep,
@@ -39,12 +39,23 @@ class Run:
     checkpoint_every: int | None
     params: Any  # the initial parameters (for the shapes of a resumed history)
     monitor_like: Any  # the shapes of one record of the monitor (None without one)
+    ok: Any = True  # the inputs' check (compiled_start), read when the first chunk is
+    bad_input: Any = None  # raises the error that names the bad input (when not ok)
+    careful: Program | None = None  # prog with the careful step (made here if None)
+    like: dict[str, Any] | None = None  # _history_like(), when known already
     history: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     saved_records: int = 0
     resumed: bool = False  # the state came from a checkpoint
 
     def __post_init__(self):
-        self.history = {name: [] for name in self._history_like()}
+        if self.careful is None:
+            self.careful = dataclasses.replace(self.prog, careful=True)
+        if self.like is None:
+            self.like = self._history_like()
+        self.history = {name: [] for name in self.like}
+        self.final = None  # the last chunk's final loss (NaN unless the run ended there)
+        if not isinstance(self.ok, jax.Array):
+            self.ok = np.asarray(self.ok, bool)
 
     def chunk_steps(self, t: int) -> int:
         re = self.prog.record_every
@@ -54,7 +65,7 @@ class Run:
     def run_chunk(self, prog: Program, state: State, t: int, n: int):
         n_records = -(-n // prog.record_every)
         return compiled_chunk(
-            prog, state, self.data, self.key, self.opt_leaves, t, self.steps, n_records
+            prog, state, self.data, self.key, self.opt_leaves, t, self.steps, n_records, self.ok
         )
 
     def resume(self, path: Path, fp: dict, state: State, params: Any):
@@ -90,18 +101,26 @@ class Run:
                 return state
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
-        careful = dataclasses.replace(self.prog, careful=True)
+        careful = self.careful
         if self.resumed:  # the first chunk consumes the state: keep it for a replay
             restart = given(keep(state))
         else:  # a fresh start is cheap to build again, and rarely needed
 
             def restart():
-                return compiled_init(self.prog, self.params, self.opt_leaves)
+                return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
 
         re = self.prog.record_every
 
+        def lean_diverged(s: State, outputs, n: int) -> bool:
+            stopped, losses, ok = fetch((s.stopped, outputs[0], self.ok))
+            if not ok:  # nothing ran: say which input is not finite
+                self.bad_input()
+                raise ValueError("fit: the inputs are not finite.")
+            return bool(diverged(stopped, losses, -(-n // re)))
+
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj, seen = fetch(outputs)
+            losses, traj, seen = fetch(outputs[:3])
+            self.final = outputs[3]
             n_rec = -(-(t_end - t) // self.prog.record_every)
             got = {"losses": losses, "trajectory": traj, "monitor": seen}
             for name, chunks in self.history.items():
@@ -121,7 +140,7 @@ class Run:
                 self.steps,
                 self.chunk_steps,
                 on_chunk=on_chunk,
-                diverged=lambda s, out, n: bool(diverged(*fetch((s.stopped, out[0])), -(-n // re))),
+                diverged=lean_diverged,
                 replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
                 keep=keep,
                 restart=restart,
@@ -144,31 +163,15 @@ class Run:
     def result(self, state: State, on_divergence: str, saver: R.Saver | None) -> FitResult:
         re = self.prog.record_every
         n_rec = -(-self.steps // re)
-        diverged = bool(state.stopped)
-        diverged_at = int(state.diverged_at) if diverged else -1
-        kept = min(sum(len(x) for x in self.history["losses"]), n_rec)
-        after = (np.arange(n_rec) * re > diverged_at) if diverged else np.zeros(n_rec, bool)
-
-        def padded(x):  # n_rec records: NaN (zeros) where none was made or after divergence
-            inexact = np.issubdtype(x.dtype, np.inexact)
-            full = np.full((n_rec, *x.shape[1:]), np.nan if inexact else 0, x.dtype)
-            full[:kept] = x
-            full[after] = np.nan if inexact else 0
-            return full
-
-        like = self._history_like()
-        out = {
-            name: jax.tree_util.tree_map(padded, stack_host(chunks, kept) if chunks else like[name])
-            for name, chunks in self.history.items()
-        }
-        losses = (
-            nan_after(out["losses"], np.asarray(diverged_at), re) if diverged else out["losses"]
-        )
+        stopped, diverged_at = fetch((state.stopped, state.diverged_at))
+        diverged = bool(stopped)
+        diverged_at = int(diverged_at) if diverged else -1
+        out = {name: self._recorded(name, n_rec, diverged_at) for name in self.history}
         result = FitResult(
             params=state.params,
             opt_state=state.opt_state,
-            losses=losses,
-            final_loss=final_loss(self.prog.loss_fn, state.params, self.data, False),
+            losses=out["losses"],
+            final_loss=self._final_loss(state),
             steps=diverged_at if diverged else self.steps,
             diverged=diverged,
             diverged_at=diverged_at,
@@ -180,6 +183,35 @@ class Run:
         if diverged and on_divergence == "raise":
             raise DivergenceError(diverged_at, result, self._origin(state.params, diverged_at))
         return result
+
+    def _final_loss(self, state: State) -> Any:
+        """The final loss from the chunk that ended the run (it reached ``steps`` or
+        stopped); computed here only when no chunk ran (a finished run, resumed)."""
+        if self.final is not None:
+            return self.final
+        return final_loss(self.prog.loss_fn, state.params, self.data, False)
+
+    def _recorded(self, name: str, n_rec: int, diverged_at: int) -> Any:
+        """The ``n_rec`` records of ``name`` on the host: NaN (zeros in an integer leaf)
+        where none was made, and after a diverged step (but the non-finite loss itself)."""
+        chunks, re = self.history[name], self.prog.record_every
+        if len(chunks) == 1 and diverged_at < 0:  # one chunk made every record: copy it
+            whole = jax.tree_util.tree_leaves(chunks[0])
+            if all(len(x) == n_rec for x in whole):
+                return jax.tree_util.tree_map(np.array, chunks[0])
+        kept = min(sum(len(x) for x in self.history["losses"]), n_rec)
+        after = np.arange(n_rec) * re > diverged_at if diverged_at >= 0 else slice(0, 0)
+
+        def padded(x):
+            inexact = np.issubdtype(x.dtype, np.inexact)
+            full = np.full((n_rec, *x.shape[1:]), np.nan if inexact else 0, x.dtype)
+            full[:kept] = x[:kept]
+            full[after] = np.nan if inexact else 0
+            return full
+
+        return jax.tree_util.tree_map(
+            padded, stack_host(chunks, kept) if chunks else self.like[name]
+        )
 
     def _origin(self, params: Any, t: int) -> str | None:
         """Where step ``t``'s first non-finite value appears (None if it cannot be said)."""

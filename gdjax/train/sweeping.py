@@ -25,7 +25,7 @@ from gdjax.train.placement import fetch, place
 from gdjax.train.pool import Pool
 from gdjax.train.program import (
     Program,
-    compiled_init,
+    compiled_start,
     final_loss,
     monitor_like,
 )
@@ -151,7 +151,6 @@ def sweep(
         raise UsageError("`init_fn` draws parameters per seed: pass `seeds` too, e.g. seeds=4.")
 
     data = A.as_arrays("data", data)
-    check_finite("data", data)
     m = A.n_examples(data)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size)
@@ -192,7 +191,6 @@ def sweep(
         run_key = as_key(key)
     params = A.as_arrays("params", params)
     A.check_params(params)
-    check_finite("params", params)
     one_params = _one(params) if batched_params else params
     loss_dtype = A.check_loss(loss_fn, one_params, data, batch_size)
 
@@ -214,7 +212,10 @@ def sweep(
     )
     n_runs = n_settings * n_seeds
     A.check_history(steps, record_every, 8, runs=n_runs)
-    state = compiled_init(prog, params, leaves)
+    state, ok = compiled_start(prog, params, leaves, data)
+    if not fetch(ok):  # name the leaf (and say how to clean it)
+        check_finite("params", params)
+        check_finite("data", data)
     one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
     one_run = (_one(state), data, one_key, _one(leaves))
     prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
@@ -231,13 +232,15 @@ def sweep(
         settings_sharding,
         patience,
         min_delta,
+        ok,
     )
-    final = pool.run(state, leaves, progress, lambda: compiled_init(prog, params, leaves))
+    final = pool.run(state, leaves, progress, lambda: compiled_start(prog, params, leaves, data)[0])
 
     n_rec = -(-steps // record_every)
-    on_device = all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(final["params"]))
-    fl = final_loss(loss_fn, final["params"], placed if on_device else data, True)
-    final, fl = fetch((final, fl))  # one transfer of everything still on the device
+    fl, ended = final.pop("final_loss"), final.pop("ended")
+    final = fetch(final)  # one transfer of everything still on the device
+    if not ended.all():  # runs retired (or diverged) before the last chunk
+        fl = np.where(ended, fl, fetch(final_loss(loss_fn, final["params"], data, True)))
     losses = final["losses"][:, :n_rec]
     if (final["diverged_at"] >= 0).any():
         losses = nan_after(losses, final["diverged_at"], record_every)
