@@ -169,6 +169,8 @@ def check_scalar(arg: str, value: Any) -> None:
     """Raise unless ``value`` is a real scalar (a Python number or a 0-d array/tracer)."""
     if isinstance(value, bool | np.bool_ | str):
         raise UsageError(f"`{arg}` must be a number, got {value!r}.")
+    if isinstance(value, float | int | np.floating | np.integer):
+        return  # a real scalar on its face (the common case: no dtype lattice to consult)
     try:
         dtype = jnp.result_type(value)
     except TypeError:

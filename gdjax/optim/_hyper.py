@@ -153,10 +153,13 @@ def check_elements(arg: str, leaf: Any, check: Callable[[str, Any], None]) -> No
         return
     values = np.asarray(leaf)
     finite = np.isfinite(values)
-    picks = np.flatnonzero(~finite)[:1].tolist()
-    if finite.any():
-        masked = np.where(finite, values, np.nan)
-        picks += [int(np.nanargmin(masked)), int(np.nanargmax(masked))]
+    if finite.all():  # the common case
+        picks = [int(values.argmin()), int(values.argmax())]
+    else:
+        picks = np.flatnonzero(~finite)[:1].tolist()
+        if finite.any():
+            masked = np.where(finite, values, np.nan)
+            picks += [int(np.nanargmin(masked)), int(np.nanargmax(masked))]
     for i in dict.fromkeys(picks):
         check(f"{arg}[{i}]", values[i])
 

@@ -117,11 +117,24 @@ def as_arrays(arg: str, tree: Any) -> Any:
 def arrays(arg: str, tree: Any) -> tuple[Any, tuple]:
     """``tree`` with array leaves (:func:`as_arrays`) and its signature: its structure and
     each leaf's shape, dtype and weak type (hashable; what a compiled program sees)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    leaves = jax.tree_util.tree_leaves(tree)
     if not all(isinstance(x, jax.Array) for x in leaves):  # convert and check, once
         tree = as_arrays(arg, tree)
-        leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return tree, (treedef, tuple((x.shape, x.dtype, x.weak_type) for x in leaves))
+    return tree, signature(tree)
+
+
+def signature(tree: Any) -> tuple:
+    """``tree``'s structure and each leaf's shape, dtype and weak type (hashable)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(_leaf_signature(x) for x in leaves)
+
+
+def _leaf_signature(x: Any) -> tuple:
+    if isinstance(x, jax.Array):
+        return x.shape, x.dtype, getattr(x, "weak_type", False)  # (typed keys have none)
+    if isinstance(x, np.ndarray):
+        return x.shape, x.dtype, False
+    return np.shape(x), type(x), True  # a Python scalar: weakly typed
 
 
 def _has_list_of_numbers(tree: Any) -> bool:

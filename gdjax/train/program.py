@@ -344,7 +344,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 # run_chunk, compiled: one executable per Program and argument shapes. It consumes
 # ``state``: its buffers are donated to the output (see the module's docstring).
 compiled_chunk = jax.jit(run_chunk, static_argnums=0, donate_argnums=1)
-keep = jax.jit(lambda tree: tree)  # a copy of a state that a chunk is about to consume
+keep = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))  # a copy, for a chunk to consume
 
 
 def compilations() -> int:

@@ -27,6 +27,7 @@ from gdjax.train.program import (
     Program,
     compiled_start,
     final_loss,
+    init_state,
     monitor_like,
 )
 from gdjax.train.results import FitResult, SweepResult
@@ -64,6 +65,11 @@ def _sweep_mesh(mesh: Any, m: int | None):
         )
     batch = NamedSharding(mesh, PartitionSpec("data"))
     return mesh.shape["settings"], batch, batch
+
+
+#: What a sweep's arguments' structure decides (its sized program and the monitor's
+#: record), checked and built once per structure.
+_PLANS: dict[Any, tuple[Program, Any]] = {}
 
 
 def sweep(
@@ -151,7 +157,7 @@ def sweep(
         raise UsageError("`init_fn` draws parameters per seed: pass `seeds` too, e.g. seeds=4.")
 
     data = A.as_arrays("data", data)
-    m = A.n_examples(data)
+    m = A.n_examples(data)  # (cheap checks first: the examples, the batch, the mesh)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size)
         if key is None and seed_arr is None:
@@ -189,37 +195,62 @@ def sweep(
             run_key, batched_key = keys[:, 1], True
     elif batch_size is not None:
         run_key = as_key(key)
-    params = A.as_arrays("params", params)
-    A.check_params(params)
-    one_params = _one(params) if batched_params else params
-    loss_dtype = A.check_loss(loss_fn, one_params, data, batch_size)
-
-    prog = Program(
-        loss_fn=loss_fn,
-        value_and_grad=value_and_grad,
-        opt_static=static,
-        capacity=1,
-        record_every=record_every,
-        n_examples=m,
-        batch_size=batch_size,
-        trajectory=False,
-        loss_dtype=loss_dtype,
-        settings_axis=True,
-        batched_key=batched_key,
-        batched_params=batched_params,
-        monitor=monitor,
-        batch_sharding=batch_sharding,
-    )
+    params, params_sig = A.arrays("params", params)
     n_runs = n_settings * n_seeds
     A.check_history(steps, record_every, 8, runs=n_runs)
+    memo_key = (
+        loss_fn,
+        value_and_grad,
+        monitor,
+        static,
+        params_sig,
+        A.signature(data),
+        A.signature(leaves),
+        A.signature(run_key),
+        batch_size,
+        record_every,
+        chunk_size,
+        n_runs,
+        batched_key,
+        batched_params,
+        batch_sharding,
+    )
+    planned = _PLANS.get(memo_key)
+    if planned is None:
+        A.check_params(params)
+        one_params = _one(params) if batched_params else params
+        prog = Program(
+            loss_fn=loss_fn,
+            value_and_grad=value_and_grad,
+            opt_static=static,
+            capacity=1,
+            record_every=record_every,
+            n_examples=m,
+            batch_size=batch_size,
+            trajectory=False,
+            loss_dtype=A.check_loss(loss_fn, one_params, data, batch_size),
+            settings_axis=True,
+            batched_key=batched_key,
+            batched_params=batched_params,
+            monitor=monitor,
+            batch_sharding=batch_sharding,
+        )
+        one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
+        one_leaves = _one(leaves)
+        state = jax.eval_shape(
+            lambda p, o: init_state(static, False, False, p, o), one_params, one_leaves
+        )
+        one_run = (state, data, one_key, one_leaves)
+        prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
+        planned = prog, monitor_like(prog, *one_run)
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        _PLANS[memo_key] = planned
+    prog, seen_like = planned
     state, ok = compiled_start(prog, params, leaves, data)
     if not fetch(ok):  # name the leaf (and say how to clean it)
         check_finite("params", params)
         check_finite("data", data)
-    one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
-    one_run = (_one(state), data, one_key, _one(leaves))
-    prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
-    seen_like = monitor_like(prog, *one_run)
     placed = data if mesh is None else place(data, data_sharding)
     pool = Pool(
         prog,

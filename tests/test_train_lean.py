@@ -1,0 +1,167 @@
+"""The lean engine: chunks that consume their state, replays, and what is read once.
+
+A chunk's state is donated to the program (no copy into the loop), divergence is found on
+the host from the recorded losses, the inputs' check travels with the first chunk, and
+the final loss comes from the chunk that ends the run. Each test compares with a plain
+reference: a Python loop of the same update, the loss at the returned parameters, or
+the run without the feature.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdjax as gd
+from gdjax.train import program
+from gdjax.train import run as run_module
+
+
+def loss(params, batch):
+    X, y = batch
+    return jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X = jax.random.normal(jax.random.key(0), (64, 3))
+    y = X @ jnp.array([1.0, -2.0, 0.5]) + 0.3
+    return {"w": jnp.zeros(3), "b": jnp.zeros(())}, (X, y)
+
+
+def reference(params, data, lr, steps):
+    """Plain gradient descent in Python, stopping at the first non-finite loss or update
+    (the careful step's rule): (last finite params, diverged_at, losses)."""
+    p, losses = params, []
+    for t in range(steps):
+        value, g = jax.value_and_grad(loss)(p, data)
+        new = jax.tree.map(lambda a, b: a - lr * b, p, g)
+        finite = np.isfinite(value) and all(np.isfinite(x).all() for x in jax.tree.leaves(new))
+        losses.append(float(value))
+        if not finite:
+            return p, t, np.array(losses)
+        p = new
+    return p, -1, np.array(losses)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4, 7])
+def test_a_run_that_diverges_keeps_its_last_finite_state_in_any_chunk(problem, chunk_size):
+    params, data = problem
+    lr, steps = 1.5, 60  # unstable: the error grows each step until it overflows
+    ref_p, ref_at, ref_losses = reference(params, data, lr, steps)
+    assert ref_at > 8  # the divergence falls after the first chunks, not in the first
+    res = gd.fit(loss, params, gd.optim.sgd(lr), data, steps=steps, chunk_size=chunk_size)
+    assert res.diverged and res.diverged_at == ref_at
+    for name in params:
+        np.testing.assert_allclose(res.params[name], ref_p[name], rtol=1e-5)
+    np.testing.assert_allclose(res.losses[:ref_at], ref_losses[:ref_at], rtol=1e-5)
+    assert np.isnan(res.losses[ref_at + 1 :]).all()
+    np.testing.assert_allclose(res.final_loss, loss(res.params, data), rtol=1e-6)
+
+
+def test_a_divergence_in_the_first_chunk_replays_from_a_fresh_start(problem):
+    params, data = problem
+    ref_p, ref_at, _ = reference(params, data, 1.5, 60)
+    res = gd.fit(loss, params, gd.optim.sgd(1.5), data, steps=60, chunk_size=4096)
+    assert res.diverged_at == ref_at
+    np.testing.assert_allclose(res.params["w"], ref_p["w"], rtol=1e-5)
+
+
+def test_the_callers_arrays_are_never_consumed(problem, tmp_path):
+    params, data = problem
+    before = jax.tree.map(np.array, params)
+    for kwargs in ({}, {"chunk_size": 3}, {"checkpoint_dir": tmp_path, "chunk_size": 5}):
+        res = gd.fit(loss, params, gd.optim.adam(0.05), data, steps=20, **kwargs)
+        again = gd.fit(loss, res.params, gd.optim.adam(0.05), data, steps=5)  # reusable
+        assert np.isfinite(np.asarray(again.params["w"])).all()
+    gd.fit(loss, params, gd.optim.sgd(1.5), data, steps=60, chunk_size=4)  # with a replay
+    gd.sweep(loss, params, gd.optim.sgd(jnp.asarray([0.01, 1.5])), data, steps=60, chunk_size=4)
+    for name in params:  # still readable, and unchanged
+        np.testing.assert_array_equal(np.asarray(params[name]), before[name])
+
+
+def test_a_false_alarm_of_the_lean_chunk_goes_on_from_the_careful_state(problem, monkeypatch):
+    params, data = problem
+    plain = gd.fit(loss, params, gd.optim.sgd(0.05), data, steps=30, chunk_size=5)
+    calls = []
+    real = run_module.diverged
+
+    def alarm_once(stopped, losses, n):  # say the second chunk diverged; it did not
+        calls.append(n)
+        return np.True_ if len(calls) == 2 else real(stopped, losses, n)
+
+    monkeypatch.setattr(run_module, "diverged", alarm_once)
+    res = gd.fit(loss, params, gd.optim.sgd(0.05), data, steps=30, chunk_size=5)
+    assert len(calls) == 6 and not res.diverged  # every chunk ran and was read once
+    np.testing.assert_array_equal(res.losses, plain.losses)
+    np.testing.assert_array_equal(res.params["w"], plain.params["w"])
+
+
+def test_a_chunk_runs_no_step_unless_its_inputs_passed(problem):
+    params, data = problem
+    opt = gd.optim.sgd(0.1)
+    prog = program.Program(
+        loss, None, gd.optim.partition(opt)[0], 8, 1, None, None, False, np.dtype("float32")
+    )
+    leaves = gd.optim.partition(opt)[1]
+    for ok, moved in ((np.bool_(False), 0), (np.bool_(True), 5)):
+        state, _ = program.compiled_start(prog, params, leaves, data)
+        end, losses, *_ = program.compiled_chunk(prog, state, data, None, leaves, 0, 5, 5, ok)
+        assert int(end.t) == moved
+        assert np.count_nonzero(np.asarray(losses)) == moved
+
+
+def test_nan_data_is_refused_by_name_and_the_run_computes_nothing(problem):
+    params, (X, y) = problem
+    bad = np.asarray(y).copy()
+    bad[7] = np.nan
+    with pytest.raises(gd.UsageError, match=r"`data\[1\]` holds 1 non-finite"):
+        gd.fit(loss, params, gd.optim.sgd(0.1), (X, bad), steps=10**6)  # returns at once
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_the_final_loss_is_the_loss_of_the_returned_parameters(problem, batch_size):
+    params, data = problem
+    res = gd.fit(
+        loss, params, gd.optim.adam(0.1), data, steps=25, batch_size=batch_size, key=0, chunk_size=8
+    )
+    np.testing.assert_allclose(res.final_loss, loss(res.params, data), rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size, patience", [(None, None), (7, None), (7, 5)])
+def test_a_sweeps_final_losses_hold_for_runs_that_ended_early(problem, chunk_size, patience):
+    params, data = problem
+    lrs = jnp.asarray([0.01, 0.1, 0.5, 1.2, 5.0])
+    res = gd.sweep(
+        loss, params, gd.optim.sgd(lrs), data, steps=40, chunk_size=chunk_size, patience=patience
+    )
+    direct = jax.vmap(loss, in_axes=(0, None))(res.runs.params, data)
+    np.testing.assert_allclose(res.final_loss, direct, rtol=1e-5)  # float32, vmapped
+    if patience is None:  # and member i is the standalone fit
+        for i, lr in enumerate(np.asarray(lrs)):
+            one = gd.fit(
+                loss, params, gd.optim.sgd(float(lr)), data, steps=40, chunk_size=chunk_size
+            )
+            assert one.diverged_at == res.diverged_at[i]
+            np.testing.assert_allclose(
+                one.final_loss, res.final_loss[i], rtol=1e-4
+            )  # 40 steps x1.5
+
+
+def test_a_second_sweep_with_new_rates_compiles_nothing(problem):
+    params, data = problem
+    gd.sweep(loss, params, gd.optim.sgd(jnp.geomspace(1e-3, 0.1, 16)), data, steps=30)
+    n = gd.train.compilations()
+    res = gd.sweep(loss, params, gd.optim.sgd(jnp.geomspace(1e-2, 0.5, 16)), data, steps=45)
+    assert gd.train.compilations() == n and res.losses.shape == (16, 45)
+
+
+def test_sgd_with_a_constant_rate_keeps_no_count_and_a_schedule_does():
+    params = {"w": jnp.ones(2)}
+    assert jax.tree.leaves(gd.optim.sgd(0.1).init(params)) == []
+    sched = gd.optim.sgd(gd.optim.exponential_decay(0.1, 10, 0.5))
+    state = sched.init(params)
+    _, state = sched.update({"w": jnp.ones(2)}, state, params)
+    assert [int(x) for x in jax.tree.leaves(state)] == [1]
