@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -31,13 +32,21 @@ def check_steps(steps: Any, arg: str = "steps") -> int:
     return steps
 
 
+@functools.cache
+def _memory() -> int | None:
+    """This machine's physical memory in bytes (None where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return None
+
+
 def check_history(steps: int, record_every: int, bytes_per_record: int, runs: int = 1) -> None:
     """Refuse, before any work, a loss history larger than half this machine's memory."""
     n_rec = -(-steps // record_every)
     need = n_rec * runs * bytes_per_record
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+    memory = _memory()
+    if memory is None:
         return
     if need > memory // 2:
         raise UsageError(
@@ -117,9 +126,10 @@ def as_arrays(arg: str, tree: Any) -> Any:
 def arrays(arg: str, tree: Any) -> tuple[Any, tuple]:
     """``tree`` with array leaves (:func:`as_arrays`) and its signature: its structure and
     each leaf's shape, dtype and weak type (hashable; what a compiled program sees)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not all(isinstance(x, jax.Array) for x in leaves):  # convert and check, once
-        tree = as_arrays(arg, tree)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if all(isinstance(x, jax.Array) for x in leaves):  # the common case: one pass
+        return tree, (treedef, tuple(x.aval for x in leaves))
+    tree = as_arrays(arg, tree)  # convert and check
     return tree, signature(tree)
 
 
@@ -129,11 +139,11 @@ def signature(tree: Any) -> tuple:
     return treedef, tuple(_leaf_signature(x) for x in leaves)
 
 
-def _leaf_signature(x: Any) -> tuple:
+def _leaf_signature(x: Any) -> Any:
     if isinstance(x, jax.Array):
-        return x.shape, x.dtype, getattr(x, "weak_type", False)  # (typed keys have none)
+        return x.aval  # shape, dtype and weak type
     if isinstance(x, np.ndarray):
-        return x.shape, x.dtype, False
+        return jax.core.ShapedArray(x.shape, x.dtype)
     return np.shape(x), type(x), True  # a Python scalar: weakly typed
 
 

@@ -314,7 +314,7 @@ def _plan(
 
 def _nbytes(signature) -> int:
     """The bytes of the arrays that an :func:`args.arrays` signature describes."""
-    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype, _ in signature[1])
+    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in signature[1])
 
 
 def _name(fn: Any) -> str:

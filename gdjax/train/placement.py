@@ -10,6 +10,7 @@ NumPy array on every process (an all-gather where shards live elsewhere).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -47,9 +48,14 @@ def fetch(tree: Any) -> Any:
     """``tree`` as NumPy arrays, on every process (typed keys stay keys)."""
     if multi_process():
         return jax.tree_util.tree_map(_fetch_leaf, tree)
-    if jax.default_backend() == "cpu":  # host memory already: a view, 10x faster than device_get
+    if _on_cpu():  # host memory already: a view, 10x faster than device_get
         return jax.tree_util.tree_map(_host_leaf, tree)
     return jax.device_get(tree)  # starts every copy before it waits for any
+
+
+@functools.cache
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
 
 
 def _host_leaf(x: Any) -> Any:

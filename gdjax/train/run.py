@@ -122,9 +122,10 @@ class Run:
             losses, traj, seen = fetch(outputs[:3])
             self.final = outputs[3]
             n_rec = -(-(t_end - t) // self.prog.record_every)
-            got = {"losses": losses, "trajectory": traj, "monitor": seen}
-            for name, chunks in self.history.items():
-                chunks.append(jax.tree_util.tree_map(lambda x: x[:n_rec], got[name]))
+            self.history["losses"].append(losses[:n_rec])
+            for name, got in (("trajectory", traj), ("monitor", seen)):
+                if name in self.history:
+                    self.history[name].append(jax.tree_util.tree_map(lambda x: x[:n_rec], got))
             bar.update(t_end, lambda: last_finite(losses[:n_rec]))
             if saver is not None:
                 every = self.checkpoint_every
@@ -196,6 +197,8 @@ class Run:
         where none was made, and after a diverged step (but the non-finite loss itself)."""
         chunks, re = self.history[name], self.prog.record_every
         if len(chunks) == 1 and diverged_at < 0:  # one chunk made every record: copy it
+            if name == "losses" and len(chunks[0]) == n_rec:
+                return chunks[0].copy()
             whole = jax.tree_util.tree_leaves(chunks[0])
             if all(len(x) == n_rec for x in whole):
                 return jax.tree_util.tree_map(np.array, chunks[0])
