@@ -12,8 +12,9 @@ Rows (the goals of "Training engine v2"):
 * N1, 20,000 steps: warm ``gd.fit`` / warm expert scan (≤ 1.1), and both cold;
 * G3 on breast cancer: ``fit`` with a new ``gd.optim.adam(lr)`` each call, or a new
   ``steps``, against the same call warm (≤ 1.5: nothing recompiles);
-* N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0), and
-  the sweep's time per run-step against the arithmetic of one N1 step (~80 flops).
+* N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0), the
+  same × 1,000 steps (where the loops, not the fixed costs, decide), and the sweep's
+  time per run-step against the arithmetic of one N1 step (~80 flops).
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from ._timing import Row, cost_row, median, quiet, time_side_by_side, timed
 NAME = "expert"
 
 #: Sizes for ``--quick``: a smoke test, not a measurement.
-QUICK: dict[str, Any] = {"steps": 500, "settings": 16, "sweep_steps": 20, "repeats": 2}
+QUICK: dict[str, Any] = {
+    "steps": 500,
+    "settings": 16,
+    "sweep_steps": 20,
+    "long_steps": 40,
+    "repeats": 2,
+}
 
 N1_FLOPS = 80  # one forward and backward of the 2-2-2-1 network, by hand
 
@@ -72,7 +79,12 @@ def expert_sweep(loss_fn, steps: int):
 
 
 def bench(
-    *, steps: int = 20_000, settings: int = 1024, sweep_steps: int = 100, repeats: int = 7
+    *,
+    steps: int = 20_000,
+    settings: int = 1024,
+    sweep_steps: int = 100,
+    long_steps: int = 1000,
+    repeats: int = 21,
 ) -> tuple[list[Row], dict[str, Any]]:
     import gdjax as gd
 
@@ -178,6 +190,27 @@ def bench(
                 te,
                 unit="call",
                 goal="<= 1.0",
+            )
+        )
+        # the same sweep ten times longer: the loops themselves, the fixed costs amortised
+        lscan = expert_sweep(n1.loss, long_steps)
+
+        def run_long():
+            return gd.sweep(n1.loss, params, gd.optim.sgd(lr), batch, steps=long_steps).params
+
+        t_long = time_side_by_side(
+            {"sweep": run_long, "expert": lambda: lscan(lr, params, batch)},
+            repeats=max(3, repeats // 3),
+        )
+        rows.append(
+            cost_row(
+                NAME,
+                f"N1 sweep {settings} lrs x {long_steps} steps / expert vmap(scan)",
+                "gd.sweep",
+                "vmap(scan), inject_hyperparams",
+                median(t_long["sweep"]),
+                median(t_long["expert"]),
+                unit="call",
             )
         )
         per = ts / (settings * sweep_steps)

@@ -73,7 +73,9 @@ class Pool:
         prog, re = self.prog, self.prog.record_every
         careful = dataclasses.replace(prog, careful=True)
         n_rec_total = -(-self.steps // re)
-        losses = None  # (runs, records) on the host; made at the first chunk
+        # the loss history on the host, record-major (records, runs) as the chunks make
+        # it: a chunk's records are one contiguous copy; the result is its transpose
+        hist = None
         seen = None
         if self.seen_like is not None:
             seen = jax.tree_util.tree_map(
@@ -115,18 +117,18 @@ class Pool:
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]
                 stopped = diverged(fetch(end.stopped), made, n_records)[:n_live]
-                got = made[:, :n_live].T
+                got = made[:, :n_live]
                 whole = n_live == self.n_runs and rows == slice(0, n_rec_total)
-                if losses is None and whole and not stopped.any():
-                    losses = got  # one chunk held the whole run: its buffer as it is
+                if hist is None and whole and not stopped.any():
+                    hist = got  # one chunk held the whole run: its buffer as it is
                 else:
-                    if losses is None or not losses.flags.writeable:
-                        blank = np.full((self.n_runs, n_rec_total), np.nan, prog.loss_dtype)
-                        losses = blank if losses is None else np.array(losses)
+                    if hist is None or not hist.flags.writeable:
+                        blank = np.full((n_rec_total, self.n_runs), np.nan, prog.loss_dtype)
+                        hist = blank if hist is None else np.array(hist)
                     if n_live == self.n_runs:  # every run in its own slot, in order
-                        losses[:, rows] = got
+                        hist[rows] = got
                     else:
-                        losses[live[:n_live], rows] = got
+                        hist[rows, live[:n_live]] = got
                 keep_records(live[:n_live], rows, mon, n_live)
                 if stopped.any():  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
@@ -140,14 +142,14 @@ class Pool:
                     out = host_out() if out is None else out
                     for name, value in replayed._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
-                    losses[live[bad], rows] = np.asarray(buf2)[: rows.stop - r0, : bad.size].T
+                    hist[rows, live[bad]] = np.asarray(buf2)[: rows.stop - r0, : bad.size]
                     keep_records(live[bad], rows, mon2, bad.size)
                 keep = np.flatnonzero(~stopped)
                 if t_end >= self.steps:  # the last chunk computed the live runs' final loss
                     finals[live[keep]], ended[live[keep]] = fetch(fl)[keep], True
                 if self.patience is not None and keep.size and t_end < self.steps:
                     flat = _plateaued(
-                        losses[live[keep], : rows.stop], t_end, self.patience, re, self.min_delta
+                        hist[: rows.stop, live[keep]].T, t_end, self.patience, re, self.min_delta
                     )
                     if flat.any():  # retire them as they are at the chunk's end
                         done, keep = keep[flat], keep[~flat]
@@ -174,7 +176,7 @@ class Pool:
                 bar.update(t, None)
         finally:
             bar.close()
-        out["losses"] = losses
+        out["losses"] = hist.T  # (runs, records), a view
         out["monitor"] = seen
         out["retired_at"] = retired_at
         out["final_loss"], out["ended"] = finals, ended
