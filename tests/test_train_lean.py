@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax.train import program
+from gdjax.train import program, start
 from gdjax.train import run as run_module
 
 
@@ -107,7 +107,7 @@ def test_a_chunk_runs_no_step_unless_its_inputs_passed(problem):
     )
     leaves = gd.optim.partition(opt)[1]
     for ok, moved in ((np.bool_(False), 0), (np.bool_(True), 5)):
-        state, _ = program.compiled_start(prog, params, leaves, data)
+        state, _ = start.compiled_start(prog, params, leaves, data)
         end, losses, *_ = program.compiled_chunk(prog, state, data, None, leaves, 0, 5, 5, ok)
         assert int(end.t) == moved
         assert np.count_nonzero(np.asarray(losses)) == moved

@@ -15,6 +15,8 @@ The engine, one layer a module:
 
 * :mod:`~gdjax.train.program`: the compiled chunk (a ``lax.while_loop`` of steps) whose
   arguments are everything that may change between calls;
+* :mod:`~gdjax.train.start`: the state at step 0 with the input check, kept copies, and
+  the host's divergence check between chunks;
 * :mod:`~gdjax.train.planner`: how many records a chunk holds;
 * :mod:`~gdjax.train.loop`: the host loop, progress bar and history;
 * :mod:`~gdjax.train.args`: the argument checks, made before anything compiles;

@@ -23,12 +23,11 @@ from gdjax.train.program import (
     LossFn,
     Program,
     StepInfo,
-    compiled_start,
-    init_state,
     monitor_like,
 )
 from gdjax.train.results import FitResult
 from gdjax.train.run import Run
+from gdjax.train.start import compiled_start, init_state
 
 Params = Any
 Data = Any

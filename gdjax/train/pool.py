@@ -13,8 +13,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from gdjax.train import planner
 from gdjax.train.loop import Progress, given
 from gdjax.train.placement import fetch, place
-from gdjax.train.program import Program, compiled_chunk, diverged
-from gdjax.train.program import keep as keep_state
+from gdjax.train.program import Program, compiled_chunk
+from gdjax.train.start import diverged
+from gdjax.train.start import keep as keep_state
 
 __all__ = ["Pool", "take"]
 

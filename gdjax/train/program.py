@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 from jax.sharding import NamedSharding
@@ -344,7 +343,6 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 # run_chunk, compiled: one executable per Program and argument shapes. It consumes
 # ``state``: its buffers are donated to the output (see the module's docstring).
 compiled_chunk = jax.jit(run_chunk, static_argnums=0, donate_argnums=1)
-keep = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))  # a copy, for a chunk to consume
 
 
 def compilations() -> int:
@@ -352,62 +350,11 @@ def compilations() -> int:
     return compiled_chunk._cache_size()
 
 
-def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
-    """Host side: whether a lean chunk's runs diverged: its ``stopped`` flag, or a
-    non-finite loss among its first ``n_records`` records (``losses``: its buffer)."""
-    made = losses[:n_records]  # max and min see a NaN or an inf: two fast passes
-    ok = np.isfinite(made.max(axis=0)) & np.isfinite(made.min(axis=0))
-    return np.asarray(stopped) | ~ok
-
-
 def _blank(shape, dtype) -> jax.Array:
     """A record buffer: NaN for float entries (unrecorded), zeros otherwise."""
     if jnp.issubdtype(dtype, jnp.inexact):
         return jnp.full(shape, jnp.nan, dtype)
     return jnp.zeros(shape, dtype)
-
-
-def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, params, opt_leaves):
-    """The state at step 0 (with a leading runs axis in a sweep)."""
-
-    def one(params, leaves):
-        return State(
-            params=params,
-            opt_state=optimizer_of(opt_static, leaves).init(params),
-            t=jnp.zeros((), jnp.int32),
-            stopped=jnp.zeros((), bool),
-            diverged_at=jnp.full((), -1, jnp.int32),
-        )
-
-    if settings_axis:
-        return jax.vmap(one, in_axes=(0 if batched_params else None, 0))(params, opt_leaves)
-    return one(params, opt_leaves)
-
-
-def _start(opt_static, settings_axis, batched_params, params, opt_leaves, data):
-    state = init_state(opt_static, settings_axis, batched_params, params, opt_leaves)
-    return state, jnp.all(finite_leaves((params, data)))
-
-
-def finite_leaves(tree: Any) -> jax.Array:
-    """One bool per leaf of ``tree``: all its values finite (integer leaves: True)."""
-    flags = [
-        jnp.all(jnp.isfinite(x)) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else True
-        for x in jax.tree_util.tree_leaves(tree)
-    ]
-    return jnp.stack([jnp.asarray(f) for f in flags]) if flags else jnp.ones((0,), bool)
-
-
-_compiled_start = jax.jit(_start, static_argnums=(0, 1, 2))
-
-
-def compiled_start(prog: Program, params: Params, opt_leaves, data) -> tuple[State, jax.Array]:
-    """The state at step 0, and whether every value of ``params`` and ``data`` is
-    finite: one small compiled program, keyed by the optimizer's static part and the
-    shapes only."""
-    return _compiled_start(
-        prog.opt_static, prog.settings_axis, prog.batched_params, params, opt_leaves, data
-    )
 
 
 def single_step(prog: Program, state: State, data, key, opt_leaves):

@@ -17,12 +17,10 @@ from gdjax.train.program import (
     Program,
     State,
     compiled_chunk,
-    compiled_start,
-    diverged,
     final_loss,
-    keep,
 )
 from gdjax.train.results import DivergenceError, FitResult
+from gdjax.train.start import compiled_start, diverged, keep
 
 __all__ = ["Run"]
 

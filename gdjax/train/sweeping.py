@@ -25,13 +25,12 @@ from gdjax.train.placement import fetch, place
 from gdjax.train.pool import Pool
 from gdjax.train.program import (
     Program,
-    compiled_start,
     final_loss,
-    init_state,
     monitor_like,
 )
 from gdjax.train.results import FitResult, SweepResult
 from gdjax.train.settings import optimizer_parts
+from gdjax.train.start import compiled_start, init_state
 
 Params = Any
 Data = Any

@@ -1,0 +1,66 @@
+"""Around the chunk: the state at step 0, a kept copy, and the host's divergence check.
+
+A run begins with :func:`compiled_start`: one small program that builds the state at step
+0 and checks that every value of ``params`` and ``data`` is finite, a flag that the first
+chunk reads before its first step. A chunk consumes (donates) the state it is given, so
+the host takes :data:`keep` of a state it still needs. Between chunks the host decides
+with :func:`diverged` whether a lean chunk must be replayed with the careful step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdjax.train.program import Params, Program, State, all_finite, optimizer_of
+
+__all__ = ["compiled_start", "diverged", "init_state", "keep"]
+
+
+def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, params, opt_leaves):
+    """The state at step 0 (with a leading runs axis in a sweep)."""
+
+    def one(params, leaves):
+        return State(
+            params=params,
+            opt_state=optimizer_of(opt_static, leaves).init(params),
+            t=jnp.zeros((), jnp.int32),
+            stopped=jnp.zeros((), bool),
+            diverged_at=jnp.full((), -1, jnp.int32),
+        )
+
+    if settings_axis:
+        return jax.vmap(one, in_axes=(0 if batched_params else None, 0))(params, opt_leaves)
+    return one(params, opt_leaves)
+
+
+def _start(opt_static, settings_axis, batched_params, params, opt_leaves, data):
+    state = init_state(opt_static, settings_axis, batched_params, params, opt_leaves)
+    return state, all_finite((params, data))
+
+
+_compiled_start = jax.jit(_start, static_argnums=(0, 1, 2))
+
+
+def compiled_start(prog: Program, params: Params, opt_leaves, data) -> tuple[State, jax.Array]:
+    """The state at step 0, and whether every value of ``params`` and ``data`` is
+    finite: one small compiled program, keyed by the optimizer's static part and the
+    shapes only."""
+    return _compiled_start(
+        prog.opt_static, prog.settings_axis, prog.batched_params, params, opt_leaves, data
+    )
+
+
+#: A copy of a state (or any tree), for a chunk to consume while the host keeps this one.
+keep = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
+    """Host side: whether a lean chunk's runs diverged: its ``stopped`` flag, or a
+    non-finite loss among its first ``n_records`` records (``losses``: its buffer)."""
+    made = losses[:n_records]  # max and min see a NaN or an inf: two fast passes
+    ok = np.isfinite(made.max(axis=0)) & np.isfinite(made.min(axis=0))
+    return np.asarray(stopped) | ~ok
