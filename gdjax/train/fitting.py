@@ -23,11 +23,10 @@ from gdjax.train.program import (
     LossFn,
     Program,
     StepInfo,
-    monitor_like,
 )
 from gdjax.train.results import FitResult
 from gdjax.train.run import Run
-from gdjax.train.start import compiled_start, init_state
+from gdjax.train.start import compiled_start
 
 Params = Any
 Data = Any
@@ -295,20 +294,13 @@ def _plan(
         batch_sharding=batch_sharding,
         monitor=monitor,
     )
-    state = jax.eval_shape(
-        lambda p, o: init_state(opt_static, False, False, p, o), params, opt_leaves
-    )
     traj_bytes = _nbytes(A.arrays("params", params)[1]) if trajectory else 0
-    prog = planner.sized(
-        prog, chunk_size, (state, data, key, opt_leaves), trajectory_bytes=traj_bytes
+    prog, seen = planner.planned(
+        prog, chunk_size, params, data, key, opt_leaves, trajectory_bytes=traj_bytes
     )
-    seen = monitor_like(prog, state, data, key, opt_leaves)
     like = Run(prog, None, None, None, 1, None, params, seen).like
     plan = _Plan(prog, dataclasses.replace(prog, careful=True), seen, like)
-    if len(_PLANS) > 256:
-        _PLANS.clear()
-    _PLANS[memo_key] = plan
-    return plan
+    return planner.remember(_PLANS, memo_key, plan)
 
 
 def _nbytes(signature) -> int:

@@ -99,3 +99,36 @@ def sized(
     prog = dataclasses.replace(prog, capacity=cap)
     log_compile(prog)
     return prog
+
+
+def planned(
+    prog: Any,
+    chunk_size: int | None,
+    params,
+    data,
+    key,
+    opt_leaves,
+    *,
+    runs: int = 1,
+    trajectory_bytes: int = 0,
+) -> tuple[Any, Any]:
+    """``prog`` sized (:func:`sized`) from one run's shapes (``params``, ``opt_leaves`` and
+    ``key`` of one run; nothing is computed), and the shapes of one record of its
+    monitor (None without one)."""
+    from gdjax.train.program import monitor_like
+    from gdjax.train.start import init_state
+
+    state = jax.eval_shape(
+        lambda p, o: init_state(prog.opt_static, False, False, p, o), params, opt_leaves
+    )
+    one = (state, data, key, opt_leaves)
+    prog = sized(prog, chunk_size, one, runs=runs, trajectory_bytes=trajectory_bytes)
+    return prog, monitor_like(prog, *one)
+
+
+def remember(table: dict, key: Any, value: Any, limit: int = 256) -> Any:
+    """``table[key] = value`` in a memo of at most ``limit`` entries; returns ``value``."""
+    if len(table) >= limit:
+        table.clear()
+    table[key] = value
+    return value

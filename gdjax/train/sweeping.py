@@ -26,11 +26,10 @@ from gdjax.train.pool import Pool
 from gdjax.train.program import (
     Program,
     final_loss,
-    monitor_like,
 )
 from gdjax.train.results import FitResult, SweepResult
 from gdjax.train.settings import optimizer_parts
-from gdjax.train.start import compiled_start, init_state
+from gdjax.train.start import compiled_start
 
 Params = Any
 Data = Any
@@ -235,16 +234,10 @@ def sweep(
             batch_sharding=batch_sharding,
         )
         one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
-        one_leaves = _one(leaves)
-        state = jax.eval_shape(
-            lambda p, o: init_state(static, False, False, p, o), one_params, one_leaves
+        one = planner.planned(
+            prog, chunk_size, one_params, data, one_key, _one(leaves), runs=n_runs
         )
-        one_run = (state, data, one_key, one_leaves)
-        prog = planner.sized(prog, chunk_size, one_run, runs=n_runs)
-        planned = prog, monitor_like(prog, *one_run)
-        if len(_PLANS) > 256:
-            _PLANS.clear()
-        _PLANS[memo_key] = planned
+        planned = planner.remember(_PLANS, memo_key, one)
     prog, seen_like = planned
     state, ok = compiled_start(prog, params, leaves, data)
     if not fetch(ok):  # name the leaf (and say how to clean it)
