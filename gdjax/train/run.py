@@ -9,16 +9,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from gdjax._validate import UsageError
 from gdjax.train import planner
 from gdjax.train import resume as R
 from gdjax.train.loop import Progress, drive, given, last_finite, stack_host
 from gdjax.train.placement import fetch
-from gdjax.train.program import (
-    Program,
-    State,
-    compiled_chunk,
-    final_loss,
-)
+from gdjax.train.program import Program, State, compiled_chunk, final_loss
 from gdjax.train.results import DivergenceError, FitResult
 from gdjax.train.start import compiled_start, diverged, keep
 
@@ -37,7 +33,7 @@ class Run:
     checkpoint_every: int | None
     params: Any  # the initial parameters (for the shapes of a resumed history)
     monitor_like: Any  # the shapes of one record of the monitor (None without one)
-    ok: Any = True  # the inputs' check (compiled_start), read when the first chunk is
+    ok: Any = True  # the inputs' check (compiled_start): a chunk runs no step unless it holds
     bad_input: Any = None  # raises the error that names the bad input (when not ok)
     careful: Program | None = None  # prog with the careful step (made here if None)
     like: dict[str, Any] | None = None  # _history_like(), when known already
@@ -113,7 +109,7 @@ class Run:
             stopped, losses, ok = fetch((s.stopped, outputs[0], self.ok))
             if not ok:  # nothing ran: say which input is not finite
                 self.bad_input()
-                raise ValueError("fit: the inputs are not finite.")
+                raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
             return bool(diverged(stopped, losses, -(-n // re)))
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
