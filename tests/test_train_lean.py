@@ -86,13 +86,16 @@ def test_a_false_alarm_of_the_lean_chunk_goes_on_from_the_careful_state(problem,
     params, data = problem
     plain = gd.fit(loss, params, gd.optim.sgd(0.05), data, steps=30, chunk_size=5)
     calls = []
-    real = run_module.diverged
+    real_drive = run_module.drive
 
-    def alarm_once(stopped, losses, n):  # say the second chunk diverged; it did not
-        calls.append(n)
-        return np.True_ if len(calls) == 2 else real(stopped, losses, n)
+    def drive(*args, diverged, **kwargs):  # the host says the second chunk diverged; it did not
+        def alarm_once(state, outputs, n):
+            calls.append(n)
+            return True if len(calls) == 2 else diverged(state, outputs, n)
 
-    monkeypatch.setattr(run_module, "diverged", alarm_once)
+        return real_drive(*args, diverged=alarm_once, **kwargs)
+
+    monkeypatch.setattr(run_module, "drive", drive)
     res = gd.fit(loss, params, gd.optim.sgd(0.05), data, steps=30, chunk_size=5)
     assert len(calls) == 6 and not res.diverged  # every chunk ran and was read once
     np.testing.assert_array_equal(res.losses, plain.losses)
@@ -165,3 +168,20 @@ def test_sgd_with_a_constant_rate_keeps_no_count_and_a_schedule_does():
     state = sched.init(params)
     _, state = sched.update({"w": jnp.ones(2)}, state, params)
     assert [int(x) for x in jax.tree.leaves(state)] == [1]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_a_non_finite_loss_with_finite_parameters_is_caught(chunk_size):
+    # the loss jumps to +inf once w passes 0.5 while its gradient stays finite (the jump is
+    # behind stop_gradient), so only the recorded loss shows it; w_t = 1 - 0.9^t
+    def jump(params, _):
+        w = params["w"]
+        return (w - 1.0) ** 2 + jnp.where(jax.lax.stop_gradient(w) > 0.5, jnp.inf, 0.0)
+
+    res = gd.fit(
+        jump, {"w": jnp.zeros(())}, gd.optim.sgd(0.05), None, steps=20, chunk_size=chunk_size
+    )
+    first = next(t for t in range(20) if 1 - 0.9**t > 0.5)  # t = 7
+    assert res.diverged and res.diverged_at == first
+    np.testing.assert_allclose(res.params["w"], 1 - 0.9**first, rtol=1e-5)
+    assert np.isinf(res.losses[first]) and np.isfinite(res.losses[:first]).all()
