@@ -294,7 +294,7 @@ def _plan(
         batch_sharding=batch_sharding,
         monitor=monitor,
     )
-    traj_bytes = _nbytes(A.arrays("params", params)[1]) if trajectory else 0
+    traj_bytes = _nbytes(signature[0]) if trajectory else 0  # signature: (params, data, key)
     prog, seen = planner.planned(
         prog, chunk_size, params, data, key, opt_leaves, trajectory_bytes=traj_bytes
     )
