@@ -13,7 +13,8 @@ Rows (the goals of "Training engine v2"):
 * G3 on breast cancer: ``fit`` with a new ``gd.optim.adam(lr)`` each call, or a new
   ``steps``, against the same call warm (≤ 1.5: nothing recompiles);
 * N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0), the
-  same × 1,000 steps (where the loops, not the fixed costs, decide), and the sweep's
+  same × 1,000 steps (where the loops, not the fixed costs, decide), 4,096 rates × 1,000
+  steps (a real size, where one ``vmap`` of every run slows down), and the sweep's
   time per run-step against the arithmetic of one N1 step (~80 flops).
 """
 
@@ -37,6 +38,7 @@ QUICK: dict[str, Any] = {
     "settings": 16,
     "sweep_steps": 20,
     "long_steps": 40,
+    "big_settings": 32,
     "repeats": 2,
 }
 
@@ -84,6 +86,7 @@ def bench(
     settings: int = 1024,
     sweep_steps: int = 100,
     long_steps: int = 1000,
+    big_settings: int = 4096,
     repeats: int = 21,
 ) -> tuple[list[Row], dict[str, Any]]:
     import gdjax as gd
@@ -210,6 +213,27 @@ def bench(
                 "vmap(scan), inject_hyperparams",
                 median(t_long["sweep"]),
                 median(t_long["expert"]),
+                unit="call",
+            )
+        )
+        # a sweep at real size: 4,096 rates, where one vmap of every run slows down
+        big = jnp.asarray(np.geomspace(1e-3, 3.0, big_settings), jnp.float32)
+
+        def run_big():
+            return gd.sweep(n1.loss, params, gd.optim.sgd(big), batch, steps=long_steps).params
+
+        t_big = time_side_by_side(
+            {"sweep": run_big, "expert": lambda: lscan(big, params, batch)},
+            repeats=max(3, repeats // 7),
+        )
+        rows.append(
+            cost_row(
+                NAME,
+                f"N1 sweep {big_settings} lrs x {long_steps} steps / expert vmap(scan)",
+                "gd.sweep",
+                "vmap(scan), inject_hyperparams",
+                median(t_big["sweep"]),
+                median(t_big["expert"]),
                 unit="call",
             )
         )

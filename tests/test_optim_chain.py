@@ -87,10 +87,11 @@ def test_chain_equals_optax_chain_step_by_step():
     traced, ref, gd_rules, dropped = stream_updates(grads, (ours,), theirs, same, nested)
     assert_close(traced, ref, 1e-6)  # measured: ≤ 2.8e-7 of the largest update
     assert_close(dropped, ref, 1e-6)
-    # the chain adds nothing to the arithmetic: bit for bit optax.chain of the same gd rules
-    # (with c = 1.0 closed over, XLA folds x·1.0 away and a step may move by an ulp)
+    # the chain adds nothing to the arithmetic: optax.chain of the same gd rules to an ulp
+    # or two (with c = 1.0 closed over, XLA folds x·1.0 away and reorders; measured on
+    # jax 0.10.2: 52% of elements differ, by at most 5.7e-7 relative, 1.1e-8 absolute)
     for x, y in zip(jax.tree.leaves(traced), jax.tree.leaves(gd_rules)):
-        np.testing.assert_array_equal(x, y)
+        np.testing.assert_allclose(x, y, rtol=2e-6, atol=0)
     # the clip alone is optax's, bit for bit (the same order of operations)
     for scale in (0.1, 10.0):
         g = jax.tree.map(lambda x, s=scale: s * x[0], grads)
