@@ -173,70 +173,36 @@ def bench(
             )
 
         # ---- a sweep: N1 over many learning rates ------------------------------------
-        lr = jnp.asarray(np.geomspace(1e-3, 3.0, settings), jnp.float32)
-        vscan = expert_sweep(n1.loss, sweep_steps)
+        def sweep_row(n_lrs: int, n_steps: int, reps: int, goal: str = "") -> float:
+            """Time gd.sweep against the expert's vmap(scan) side by side; add the row."""
+            lrs = jnp.asarray(np.geomspace(1e-3, 3.0, n_lrs), jnp.float32)
+            scan = expert_sweep(n1.loss, n_steps)
 
-        def run_sweep():
-            return gd.sweep(n1.loss, params, gd.optim.sgd(lr), batch, steps=sweep_steps).params
+            def ours():
+                return gd.sweep(n1.loss, params, gd.optim.sgd(lrs), batch, steps=n_steps).params
 
-        t = time_side_by_side(
-            {"sweep": run_sweep, "expert": lambda: vscan(lr, params, batch)}, repeats=repeats
-        )
-        ts, te = median(t["sweep"]), median(t["expert"])
-        rows.append(
-            cost_row(
-                NAME,
-                f"N1 sweep {settings} lrs x {sweep_steps} steps / expert vmap(scan)",
-                "gd.sweep",
-                "vmap(scan), inject_hyperparams",
-                ts,
-                te,
-                unit="call",
-                goal="<= 1.0",
+            t = time_side_by_side(
+                {"sweep": ours, "expert": lambda: scan(lrs, params, batch)}, repeats=reps
             )
-        )
-        # the same sweep ten times longer: the loops themselves, the fixed costs amortised
-        lscan = expert_sweep(n1.loss, long_steps)
-
-        def run_long():
-            return gd.sweep(n1.loss, params, gd.optim.sgd(lr), batch, steps=long_steps).params
-
-        t_long = time_side_by_side(
-            {"sweep": run_long, "expert": lambda: lscan(lr, params, batch)},
-            repeats=max(3, repeats // 3),
-        )
-        rows.append(
-            cost_row(
-                NAME,
-                f"N1 sweep {settings} lrs x {long_steps} steps / expert vmap(scan)",
-                "gd.sweep",
-                "vmap(scan), inject_hyperparams",
-                median(t_long["sweep"]),
-                median(t_long["expert"]),
-                unit="call",
+            rows.append(
+                cost_row(
+                    NAME,
+                    f"N1 sweep {n_lrs} lrs x {n_steps} steps / expert vmap(scan)",
+                    "gd.sweep",
+                    "vmap(scan), inject_hyperparams",
+                    median(t["sweep"]),
+                    median(t["expert"]),
+                    unit="call",
+                    goal=goal,
+                )
             )
-        )
-        # a sweep at real size: 4,096 rates, where one vmap of every run slows down
-        big = jnp.asarray(np.geomspace(1e-3, 3.0, big_settings), jnp.float32)
+            return median(t["sweep"])
 
-        def run_big():
-            return gd.sweep(n1.loss, params, gd.optim.sgd(big), batch, steps=long_steps).params
-
-        t_big = time_side_by_side(
-            {"sweep": run_big, "expert": lambda: lscan(big, params, batch)},
-            repeats=max(3, repeats // 7),
-        )
-        rows.append(
-            cost_row(
-                NAME,
-                f"N1 sweep {big_settings} lrs x {long_steps} steps / expert vmap(scan)",
-                "gd.sweep",
-                "vmap(scan), inject_hyperparams",
-                median(t_big["sweep"]),
-                median(t_big["expert"]),
-                unit="call",
-            )
-        )
+        ts = sweep_row(settings, sweep_steps, repeats, goal="<= 1.0")
+        # ten times longer: the loops themselves, the fixed costs amortised
+        sweep_row(settings, long_steps, max(3, repeats // 3))
+        # a real size, where one vmap of every run slows down
+        sweep_row(big_settings, long_steps, max(3, repeats // 7))
         per = ts / (settings * sweep_steps)
         rows.append(
             Row(

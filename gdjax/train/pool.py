@@ -31,10 +31,6 @@ def take(tree: Any, idx: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(tree))
 
 
-def _rows(tree: Any, rows: slice) -> Any:
-    return jax.tree_util.tree_map(lambda x: x[rows], tree)
-
-
 def _padded(idx: np.ndarray, size: int) -> np.ndarray:
     """``idx`` followed by repeats of its last entry, ``size`` in all."""
     return np.concatenate([idx, np.repeat(idx[-1:], size - idx.size)])
@@ -71,17 +67,16 @@ class Pool:
     def _blocked(self, prog, state, leaves, idx, t, n_records, size):
         """The chunk as blocks of ``size`` runs, one call each, joined on the host (the
         end state too: the blocks' inputs are host slices, so nothing given is consumed)."""
-        state, leaves = fetch((state, leaves))
         parts = []
         for lo in range(0, idx.size, size):
             block = slice(lo, lo + size)
             key = self.key[idx[block]] if prog.batched_key else self.key
             out = compiled_chunk(
                 prog,
-                _rows(state, block),
+                take(state, block),
                 self.data,
                 key,
-                _rows(leaves, block),
+                take(leaves, block),
                 t,
                 self.steps,
                 n_records,
@@ -224,8 +219,8 @@ class Pool:
                     again = given(state)
                 else:
                     state = end
-                    if t_end < self.steps:  # the next chunk consumes it (not a host one)
-                        again = given(end if isinstance(end.t, np.ndarray) else keep_state(end))
+                    if t_end < self.steps:  # the next chunk consumes it
+                        again = given(keep_state(end))
                 n_live, t = keep.size, t_end
                 bar.update(t, None)
         finally:

@@ -54,8 +54,15 @@ def compiled_start(prog: Program, params: Params, opt_leaves, data) -> tuple[Sta
     )
 
 
-#: A copy of a state (or any tree), for a chunk to consume while the host keeps this one.
-keep = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def keep(tree: Any) -> Any:
+    """A copy of a state (or any tree), for a chunk to consume while the host keeps this
+    one; a tree already on the host is its own (a chunk copies host arrays in)."""
+    if all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(tree)):
+        return tree
+    return _copy(tree)
 
 
 def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
