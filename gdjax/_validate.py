@@ -171,8 +171,8 @@ def check_scalar(arg: str, value: Any) -> None:
         raise UsageError(f"`{arg}` must be a number, got {value!r}.")
     if isinstance(value, float | int | np.floating | np.integer):
         return  # a real scalar on its face (the common case: no dtype lattice to consult)
-    try:
-        dtype = jnp.result_type(value)
+    try:  # an array's (or tracer's) own dtype; anything else through JAX's lattice
+        dtype = value.dtype if isinstance(value, np.ndarray | jax.Array) else jnp.result_type(value)
     except TypeError:
         raise UsageError(f"`{arg}` must be a number or a JAX scalar, got {value!r}.") from None
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):

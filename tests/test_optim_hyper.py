@@ -332,3 +332,30 @@ def test_a_schedule_rule_builds_inside_jit_and_its_check_still_runs():
     assert step(jnp.ones(2), jnp.float32(0.1)).shape == (2,)
     with pytest.raises(ValueError, match=r"value at step 50 is -0\.01"):
         jax.jit(lambda: O.adam(O.warmup_cosine_decay_schedule(0.0, 0.1, 5, 50, -0.01)).init({}))()
+
+
+def test_a_rule_built_again_with_new_numbers_is_still_checked(monkeypatch):
+    """make() builds a rule's transform once per rule, options and structure (to check
+    the options); a new number is checked on its own, a bad option every time."""
+    from gdjax.optim import _split
+
+    builds = []
+    spec = _split._SPECS["sgd"]
+    monkeypatch.setitem(
+        _split._SPECS,
+        "sgd",
+        _split._Spec(lambda **a: builds.append(a) or spec.build(**a), spec.kinds, spec.public),
+    )
+    monkeypatch.setattr(_split, "_BUILT", set())
+    O.sgd(0.1, momentum=0.9)
+    O.sgd(0.2, momentum=0.5)
+    assert len(builds) == 1  # the same options: built (checked) once
+    O.sgd(0.2, momentum=0.5, nesterov=True)
+    assert len(builds) == 2  # a new option is checked by a build of its own
+    with pytest.raises(gd.UsageError, match="learning_rate"):
+        O.sgd(-0.1, momentum=0.9)
+    with pytest.raises(gd.UsageError, match="momentum"):
+        O.sgd(0.1, momentum=1.0)
+    for _ in range(2):  # a bad option is never remembered as built
+        with pytest.raises(gd.UsageError, match="accumulator_dtype"):
+            O.sgd(0.1, momentum=0.9, accumulator_dtype=jnp.int32)

@@ -97,7 +97,8 @@ def thaw(value: Any) -> Any:
 
 
 def default_float() -> np.dtype:
-    return np.dtype(jnp.result_type(float))
+    """float32, or float64 where x64 is on (JAX's canonical dtype of a Python float)."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
 
 
 def as_leaf(arg: str, value: Any) -> Any:

@@ -254,6 +254,18 @@ def make(name: str, **args: Any) -> Rule:
     k = settings_count(hyper)
     hyper, comps = broadcast_settings((hyper, comps), k)
     rule = _new(name, hyper, comps, tuple(sorted(static.items())))
-    # Build one setting now, so that a bad option is refused here and not at init.
-    (jax.tree.map(_first, rule) if k is not None else rule)._core.transform()
+    # Build one setting now, so that a bad option is refused here and not at init. The
+    # numbers are checked above, so the build checks only the static choices: once per
+    # rule, choices and structure of the numbers (a new learning rate is not built again).
+    seen = (name, rule._core.static, jax.tree.structure((hyper, comps)))
+    if seen not in _BUILT:
+        (jax.tree.map(_first, rule) if k is not None else rule)._core.transform()
+        if len(_BUILT) >= _BUILT_MAX:
+            _BUILT.clear()
+        _BUILT.add(seen)
     return rule
+
+
+#: The (rule, static choices, structure) whose build has passed (see :func:`make`).
+_BUILT: set = set()
+_BUILT_MAX = 4096
