@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax.train.placement import _on_cpu, fetch
 from gdjax.train.program import Params, Program, State, all_finite, optimizer_of
 
-__all__ = ["compiled_start", "diverged", "init_state", "keep"]
+__all__ = ["compiled_start", "diverged", "init_state", "keep", "keep_done"]
 
 
 def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, params, opt_leaves):
@@ -65,9 +66,16 @@ def keep(tree: Any) -> Any:
     return _copy(tree)
 
 
+def keep_done(tree: Any) -> Any:
+    """:func:`keep` of a state already computed (its chunk was read): on CPU a host copy,
+    which dispatches no program (N1, 1,024 runs: ~10 µs against ~0.3 ms for ``keep``)."""
+    if _on_cpu():
+        return jax.tree_util.tree_map(np.array, fetch(tree))
+    return keep(tree)
+
+
 def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
     """Host side: whether a lean chunk's runs diverged: its ``stopped`` flag, or a
     non-finite loss among its first ``n_records`` records (``losses``: its buffer)."""
-    made = losses[:n_records]  # max and min see a NaN or an inf: two fast passes
-    ok = np.isfinite(made.max(axis=0)) & np.isfinite(made.min(axis=0))
+    ok = np.isfinite(losses[:n_records]).all(axis=0)
     return np.asarray(stopped) | ~ok
