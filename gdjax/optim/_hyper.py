@@ -183,6 +183,8 @@ def settings_count(tree: Any) -> int | None:
     """
     first = None
     is_schedule = lambda x: hasattr(x, "kind") and hasattr(x, "values")  # noqa: E731
+    if all(np.ndim(x) == 0 for x in jax.tree.leaves(tree)):  # one setting: no paths to name
+        return None
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_schedule)[0]:
         if is_schedule(leaf):  # one unit, named as the argument it is (its K is checked)
             leaf = next((x for x in jax.tree.leaves(leaf) if np.ndim(x) != 0), np.zeros(()))
