@@ -1,4 +1,4 @@
-"""How long a chunk is: from XLA's cost estimate of one step, never from ``steps``.
+"""How long a chunk is: from an estimate of one step's cost, never from ``steps``.
 
 A chunk is what the host waits for between progress updates and checkpoints. Its
 *capacity* (the records its buffers hold) is part of the compiled program; the number
@@ -10,8 +10,6 @@ recorded trajectory, and a run of another length reuses the program.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,7 +20,7 @@ BUFFER_BYTES = 1 << 20  # a chunk's loss buffer over all runs (filled and read e
 CHUNK_SECONDS = 0.25  # target wall time of one chunk: a few progress updates a second
 TRAJECTORY_BYTES = 1 << 28  # what a chunk's recorded parameters may take on the device
 
-# Nominal throughput used to turn XLA's cost estimate of one step into seconds.
+# Nominal throughput used to turn the estimated cost of one step into seconds.
 _SPEED = {"cpu": (1e10, 1e10, 2e-7), "gpu": (2e13, 1e12, 2e-6), "tpu": (5e13, 1e12, 2e-6)}
 _MEMO: dict[Any, float] = {}
 
@@ -36,28 +34,98 @@ def abstract(tree: Any) -> tuple:
     )
 
 
-def step_seconds(memo_key: Any, one_step: Callable, *args: Any) -> float:
-    """A deterministic estimate of one step's time from XLA's flop and byte counts.
+def step_seconds(prog: Any, params: Any, data: Any, opt_leaves: Any) -> float:
+    """A deterministic estimate of one step's time, from the loss's forward pass.
 
-    ``one_step(*args)`` is lowered (never run); the estimate is memoised under
-    ``memo_key`` (the program and the argument shapes), so repeated calls pay once.
+    The forward pass is traced once (never lowered, compiled or run) and its jaxpr
+    counted (:func:`jaxpr_cost`); a step is about three forward passes (the loss and its
+    gradient) and a few passes over the parameters and the optimizer's numbers (the
+    update). Memoised per loss, shapes and backend.
     """
-    memo_key = (memo_key, abstract(args), jax.default_backend())
+
+    def batch_shape(x):
+        shape = jnp.shape(x) if prog.batch_size is None else (prog.batch_size, *jnp.shape(x)[1:])
+        return jax.ShapeDtypeStruct(shape, jnp.result_type(x))
+
+    batch = jax.tree_util.tree_map(batch_shape, data)
+    memo_key = (prog.loss_fn, abstract((params, batch, opt_leaves)), jax.default_backend())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     try:
-        cost = jax.jit(one_step).lower(*args).cost_analysis()
-        if isinstance(cost, list | tuple):  # older jax: one dict per computation
-            cost = cost[0] if cost else {}
-        flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
-    except Exception:  # cost analysis is best effort; any failure means "unknown"
+        flops, nbytes = jaxpr_cost(jax.make_jaxpr(prog.loss_fn)(params, batch).jaxpr)
+    except Exception:  # the estimate is best effort; any failure means "unknown"
         flops, nbytes = 1e6, 1e6
+    sizes = [(_size(x), _size(x) * jnp.dtype(x.dtype).itemsize) for x in jax.tree.leaves(params)]
+    n_params, p_bytes = sum(n for n, _ in sizes), sum(b for _, b in sizes)
     f, b, overhead = _SPEED.get(jax.default_backend(), _SPEED["gpu"])
-    seconds = max(flops / f, nbytes / b) + overhead
+    seconds = max((3 * flops + 10 * n_params) / f, (3 * nbytes + 4 * p_bytes) / b) + overhead
     if len(_MEMO) > 256:
         _MEMO.clear()
     _MEMO[memo_key] = seconds
     return seconds
+
+
+def jaxpr_cost(jaxpr: Any) -> tuple[float, float]:
+    """(flops, bytes) of a jaxpr, roughly as XLA's cost analysis counts them after fusion:
+    ``2·m·n·k`` for a matrix product (and its convolution analogue), one flop per output
+    element of any other operation; bytes for the jaxpr's inputs and outputs and each
+    product's operands (elementwise chains fuse). A scan's body counts ``length`` times,
+    a loop's body once, a ``cond`` its dearest branch."""
+    flops = 0.0
+    nbytes = float(sum(_nbytes(v) for v in (*jaxpr.invars, *jaxpr.outvars)))
+    for eqn in jaxpr.eqns:
+        subs = [j for v in eqn.params.values() for j in _jaxprs(v)]
+        name = eqn.primitive.name
+        if subs:
+            costs = [jaxpr_cost(j) for j in subs]
+            if name == "cond":
+                f, b = max(costs)
+            else:
+                f, b = sum(c[0] for c in costs), sum(c[1] for c in costs)
+            times = eqn.params.get("length", 1) if name == "scan" else 1
+            flops, nbytes = flops + times * f, nbytes + times * b
+            continue
+        out = sum(_size(v.aval) for v in eqn.outvars)
+        if name in ("dot_general", "conv_general_dilated"):
+            lhs, rhs = (v.aval for v in eqn.invars[:2])
+            if name == "dot_general":
+                (contract, _), _ = eqn.params["dimension_numbers"]
+                k = 1
+                for d in contract:
+                    k *= lhs.shape[d]
+            else:  # each output element: one kernel window over the input features
+                k = _size(rhs) // max(1, rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]])
+            flops += 2.0 * out * k
+            nbytes += sum(_nbytes(v) for v in (*eqn.invars, *eqn.outvars))
+        else:
+            flops += out
+    return flops, nbytes
+
+
+def _jaxprs(value: Any) -> list:
+    """The jaxprs inside an equation's parameter (a closed or open jaxpr, or a tuple)."""
+    if hasattr(value, "eqns"):
+        return [value]
+    if hasattr(getattr(value, "jaxpr", None), "eqns"):
+        return [value.jaxpr]
+    if isinstance(value, tuple | list):
+        return [j for v in value for j in _jaxprs(v)]
+    return []
+
+
+def _size(aval: Any) -> int:
+    n = 1
+    for d in getattr(aval, "shape", ()):
+        n *= int(d)
+    return n
+
+
+def _nbytes(var: Any) -> int:
+    aval = getattr(var, "aval", None)
+    dtype = getattr(aval, "dtype", None)
+    if dtype is None or not hasattr(dtype, "itemsize"):
+        return 0
+    return _size(aval) * dtype.itemsize
 
 
 def _pow2_floor(n: int) -> int:
@@ -88,13 +156,12 @@ def sized(
     step of one run (``one_run``: its state, data, key and optimizer leaves, arrays or
     shapes) times ``runs``. Logs why, when this is a program not built before."""
     from gdjax.train.compiles import log_compile
-    from gdjax.train.program import single_step
 
     if chunk_size is not None:
         cap = max(1, chunk_size // prog.record_every)
     else:
-        one = dataclasses.replace(prog, settings_axis=False)
-        seconds = step_seconds(one, functools.partial(single_step, one), *one_run) * runs
+        state, data, _, opt_leaves = one_run
+        seconds = step_seconds(prog, state.params, data, opt_leaves) * runs
         cap = capacity(seconds, prog.record_every, trajectory_bytes, runs=runs)
     prog = dataclasses.replace(prog, capacity=cap)
     log_compile(prog)

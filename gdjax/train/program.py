@@ -357,12 +357,6 @@ def _blank(shape, dtype) -> jax.Array:
     return jnp.zeros(shape, dtype)
 
 
-def single_step(prog: Program, state: State, data, key, opt_leaves):
-    """One step of one run (for the planner's cost estimate; never run)."""
-    perm = jnp.arange(prog.n_examples or 0, dtype=jnp.int32)
-    return _step(prog, prog.optimizer(opt_leaves), data, key, state.t, state, perm)[0]
-
-
 def monitor_like(prog: Program, state: State, data, key, opt_leaves) -> Any:
     """The shapes and dtypes of one run's ``prog.monitor`` output (None without one)."""
     if prog.monitor is None:
