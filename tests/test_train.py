@@ -226,6 +226,29 @@ def test_chunk_plan():
     assert planner.chunk_records(0, 25, 10, 128, None) == 3
 
 
+def test_step_cost_counts_the_forward_jaxpr():
+    """The planner's count of a jaxpr: 2·m·n·k flops for a matrix product, one per output
+    element otherwise, a scan's body ``length`` times; and against XLA's own cost analysis
+    of a product (the figure it replaced), within a factor of two."""
+    from gdjax.train import planner
+
+    def product(a, b):
+        return jnp.tanh(a @ b)
+
+    a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+    flops, nbytes = planner.jaxpr_cost(jax.make_jaxpr(product)(a, b).jaxpr)
+    assert flops == 2 * 8 * 16 * 4 + 8 * 4  # the product, then tanh of its 32 elements
+    assert nbytes == 2 * 4 * (8 * 16 + 16 * 4 + 8 * 4)  # in and out, and the product's operands
+
+    def scanned(a, b):
+        return jax.lax.scan(lambda c, _: (product(c, b[:, :16]), None), a[:, :16], length=5)[0]
+
+    f5, _ = planner.jaxpr_cost(jax.make_jaxpr(scanned)(a, jnp.ones((16, 16))).jaxpr)
+    assert f5 >= 5 * (2 * 8 * 16 * 16)
+    xla = jax.jit(product).lower(a, b).cost_analysis()
+    assert 0.5 <= flops / xla["flops"] <= 2
+
+
 # --------------------------------------------------------------------------- sweep
 
 
