@@ -14,7 +14,8 @@ from gdjax.train import planner
 from gdjax.train.loop import Progress, given
 from gdjax.train.placement import _on_cpu, fetch, place
 from gdjax.train.program import Program, compiled_chunk
-from gdjax.train.start import diverged, keep_done
+from gdjax.train.start import diverged
+from gdjax.train.start import keep as keep_state
 
 __all__ = ["BLOCK_RUNS", "Pool", "take"]
 
@@ -219,7 +220,7 @@ class Pool:
                 else:
                     state = end
                     if t_end < self.steps:  # the next chunk consumes it
-                        again = given(keep_done(end))
+                        again = given(keep_state(end))
                 n_live, t = keep.size, t_end
                 bar.update(t, None)
         finally:

@@ -15,10 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax.train.placement import _on_cpu, fetch
 from gdjax.train.program import Params, Program, State, all_finite, optimizer_of
 
-__all__ = ["compiled_start", "diverged", "init_state", "keep", "keep_done"]
+__all__ = ["compiled_start", "diverged", "init_state", "keep"]
 
 
 def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, params, opt_leaves):
@@ -64,14 +63,6 @@ def keep(tree: Any) -> Any:
     if all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(tree)):
         return tree
     return _copy(tree)
-
-
-def keep_done(tree: Any) -> Any:
-    """:func:`keep` of a state already computed (its chunk was read): on CPU a host copy,
-    which dispatches no program (N1, 1,024 runs: ~10 µs against ~0.3 ms for ``keep``)."""
-    if _on_cpu():
-        return jax.tree_util.tree_map(np.array, fetch(tree))
-    return keep(tree)
 
 
 def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
