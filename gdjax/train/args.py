@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from gdjax._validate import UsageError, check_int
 from gdjax.models._base import shapes_of_call
-from gdjax.train.planner import abstract
+from gdjax.train.planner import abstract, batch_shapes
 
 Data = Any
 _LOSS_DTYPES: dict[Any, np.dtype] = {}  # memo: a loss traced once per shapes
@@ -198,12 +198,7 @@ def check_loss(loss_fn: Any, params: Any, data: Data, batch_size: int | None) ->
     cache_key = (loss_fn, abstract((params, data)), batch_size)
     if cache_key in _LOSS_DTYPES:
         return _LOSS_DTYPES[cache_key]
-
-    def batch_shape(x):
-        shape = jnp.shape(x) if batch_size is None else (batch_size, *jnp.shape(x)[1:])
-        return jax.ShapeDtypeStruct(shape, jnp.result_type(x))
-
-    out = shapes_of_call(loss_fn, "loss_fn", params, jax.tree_util.tree_map(batch_shape, data))
+    out = shapes_of_call(loss_fn, "loss_fn", params, batch_shapes(data, batch_size))
     if not hasattr(out, "shape") or out.shape != ():
         raise UsageError(
             f"`loss_fn` must return a scalar, got {getattr(out, 'shape', out)}. Reduce it, "

@@ -34,21 +34,26 @@ def abstract(tree: Any) -> tuple:
     )
 
 
-def step_seconds(prog: Any, params: Any, data: Any, opt_leaves: Any) -> float:
+def batch_shapes(data: Any, batch_size: int | None) -> Any:
+    """The shapes of one step's batch: ``data``'s, with ``batch_size`` examples if given."""
+
+    def one(x):
+        shape = jnp.shape(x) if batch_size is None else (batch_size, *jnp.shape(x)[1:])
+        return jax.ShapeDtypeStruct(shape, jnp.result_type(x))
+
+    return jax.tree_util.tree_map(one, data)
+
+
+def step_seconds(prog: Any, params: Any, data: Any) -> float:
     """A deterministic estimate of one step's time, from the loss's forward pass.
 
     The forward pass is traced once (never lowered, compiled or run) and its jaxpr
     counted (:func:`jaxpr_cost`); a step is about three forward passes (the loss and its
-    gradient) and a few passes over the parameters and the optimizer's numbers (the
-    update). Memoised per loss, shapes and backend.
+    gradient) and a few passes over the parameters (the update). Memoised per loss,
+    shapes and backend.
     """
-
-    def batch_shape(x):
-        shape = jnp.shape(x) if prog.batch_size is None else (prog.batch_size, *jnp.shape(x)[1:])
-        return jax.ShapeDtypeStruct(shape, jnp.result_type(x))
-
-    batch = jax.tree_util.tree_map(batch_shape, data)
-    memo_key = (prog.loss_fn, abstract((params, batch, opt_leaves)), jax.default_backend())
+    batch = batch_shapes(data, prog.batch_size)
+    memo_key = (prog.loss_fn, abstract((params, batch)), jax.default_backend())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     try:
@@ -160,8 +165,8 @@ def sized(
     if chunk_size is not None:
         cap = max(1, chunk_size // prog.record_every)
     else:
-        state, data, _, opt_leaves = one_run
-        seconds = step_seconds(prog, state.params, data, opt_leaves) * runs
+        state, data = one_run[:2]
+        seconds = step_seconds(prog, state.params, data) * runs
         cap = capacity(seconds, prog.record_every, trajectory_bytes, runs=runs)
     prog = dataclasses.replace(prog, capacity=cap)
     log_compile(prog)
