@@ -9,7 +9,8 @@ stderr, never a traceback), 3 an internal error (one line; ``--debug`` shows the
 Every command turns on JAX's persistent compilation cache in a user cache directory
 (``$GDJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gdjax/jax``, else ``~/.cache/gdjax/jax``),
 so a second ``gdjax reproduce`` compiles little; ``--no-compile-cache`` or
-``GDJAX_NO_COMPILE_CACHE=1`` turns it off.
+``GDJAX_NO_COMPILE_CACHE=1`` turns it off. ``gdjax bench`` never uses it: its cold rows
+measure compiling, which a cache hit would hide.
 """
 
 from __future__ import annotations
@@ -71,8 +72,14 @@ def compile_cache_dir() -> Path:
     return Path(base) / "gdjax" / "jax"
 
 
+# commands that time compiling: a persistent cache hit would make "cold" a cache read
+NO_CACHE_COMMANDS = frozenset({"bench"})
+
+
 def _use_compile_cache(args: argparse.Namespace) -> None:
-    if args.no_compile_cache or os.environ.get("GDJAX_NO_COMPILE_CACHE", "") not in ("", "0"):
+    if args.command in NO_CACHE_COMMANDS or args.no_compile_cache:
+        return
+    if os.environ.get("GDJAX_NO_COMPILE_CACHE", "") not in ("", "0"):
         return
     import jax
 
