@@ -89,16 +89,25 @@ def register(name: str, build: Callable, kinds: Mapping[str, Kind], public: Call
     _SPECS[name] = _Spec(build, dict(kinds), public)
 
 
+_UNKNOWN = object()
+
+
 class _Core:
     """A rule's data; ``init``/``update`` are its bound methods (so the Rule compares and
     hashes by this object's identity, as a closure-built transformation does)."""
 
-    __slots__ = ("complements", "hyperparams", "name", "static", "transform_")
+    __slots__ = ("complements", "hyperparams", "k_", "name", "static", "transform_")
 
     def __init__(self, name: str, hyperparams: Any, complements: Any, static: tuple) -> None:
         self.name, self.static = name, static
         self.hyperparams, self.complements = hyperparams, complements
         self.transform_ = None  # built on first use: unflatten must accept any leaves
+        self.k_: Any = _UNKNOWN  # num_settings, counted on first use (the leaves are fixed)
+
+    def num_settings(self) -> int | None:
+        if self.k_ is _UNKNOWN:
+            self.k_ = settings_count((self.hyperparams, self.complements))
+        return self.k_
 
     def __getstate__(self) -> tuple:  # pickle the data, not the built closures
         return self.name, self.hyperparams, self.complements, self.static
@@ -178,7 +187,7 @@ class Rule(optax.GradientTransformationExtraArgs):
 
     @property
     def num_settings(self) -> int | None:
-        return settings_count((self._core.hyperparams, self._core.complements))
+        return self._core.num_settings()
 
     def replace(self, **changes: Any) -> Rule:
         """The same rule with some arguments changed, e.g. ``opt.replace(learning_rate=0.01)``."""

@@ -33,7 +33,8 @@ def drive(
     ``plan(t)`` is the number of steps of the chunk starting at ``t``;
     ``run_chunk(state, t, n) -> (state, *outputs)`` runs it (lean). ``on_chunk(state,
     outputs, t, t_end)`` is called for each finished chunk, in order, while the next one
-    is already running. When ``diverged(state, outputs, n)`` says a chunk diverged,
+    is already running (``outputs`` is the list ``diverged`` saw: it may have replaced
+    entries with their host copies). When ``diverged(state, outputs, n)`` says a chunk diverged,
     ``replay(start_state, t, n)`` re-runs it with the careful program and its results
     are kept; the loop ends there if the careful run stopped (``state.stopped``), else
     goes on from the replay's end. It also ends at ``steps``.

@@ -48,6 +48,7 @@ class Run:
             self.like = self._history_like()
         self.history = {name: [] for name in self.like}
         self.final = None  # the last chunk's final loss (NaN unless the run ended there)
+        self.clean = False  # the last chunk that ran was lean and did not diverge
         if not isinstance(self.ok, jax.Array):
             self.ok = np.asarray(self.ok, bool)
 
@@ -106,14 +107,16 @@ class Run:
         re = self.prog.record_every
 
         def lean_diverged(s: State, outputs, n: int) -> bool:
-            stopped, losses, ok = fetch((s.stopped, outputs[0], self.ok))
+            # one host read of the chunk: its records go on to on_chunk in ``outputs``
+            stopped, ok, outputs[:3] = fetch((s.stopped, self.ok, outputs[:3]))
             if not ok:  # nothing ran: say which input is not finite
                 self.bad_input()
                 raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
-            return bool(diverged(stopped, losses, -(-n // re)))
+            self.clean = not diverged(stopped, outputs[0], -(-n // re))
+            return not self.clean
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj, seen = fetch(outputs[:3])
+            losses, traj, seen = fetch(outputs[:3])  # a replay's are still on the device
             self.final = outputs[3]
             n_rec = -(-(t_end - t) // self.prog.record_every)
             self.history["losses"].append(losses[:n_rec])
@@ -158,9 +161,10 @@ class Run:
     def result(self, state: State, on_divergence: str, saver: R.Saver | None) -> FitResult:
         re = self.prog.record_every
         n_rec = -(-self.steps // re)
-        stopped, diverged_at = fetch((state.stopped, state.diverged_at))
-        diverged = bool(stopped)
-        diverged_at = int(diverged_at) if diverged else -1
+        diverged, diverged_at = False, -1
+        if not self.clean:  # a replay, a resumed state, or no chunk: read the state's flags
+            stopped, at = fetch((state.stopped, state.diverged_at))
+            diverged, diverged_at = bool(stopped), int(at) if stopped else -1
         out = {name: self._recorded(name, n_rec, diverged_at) for name in self.history}
         result = FitResult(
             params=state.params,
