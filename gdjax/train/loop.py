@@ -34,10 +34,10 @@ def drive(
     ``run_chunk(state, t, n) -> (state, *outputs)`` runs it (lean). ``on_chunk(state,
     outputs, t, t_end)`` is called for each finished chunk, in order, while the next one
     is already running (``outputs`` is the list ``diverged`` saw: it may have replaced
-    entries with their host copies). When ``diverged(state, outputs, n)`` says a chunk diverged,
-    ``replay(start_state, t, n)`` re-runs it with the careful program and its results
-    are kept; the loop ends there if the careful run stopped (``state.stopped``), else
-    goes on from the replay's end. It also ends at ``steps``.
+    entries with their host copies). When ``diverged(state, outputs, n)`` says a chunk
+    diverged, ``replay(start_state, t, n)`` re-runs it with the careful program and its
+    results are kept; the loop ends there if the careful run stopped
+    (``state.stopped``), else goes on from the replay's end. It also ends at ``steps``.
 
     A chunk (and a replay) consumes the state it is given: its buffers are donated to
     the program. So before the host hands over a state it still needs (the end of the
