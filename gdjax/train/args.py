@@ -73,9 +73,12 @@ def check_optimizer(opt: Any, arg: str = "optimizer") -> None:
 
 def n_examples(data: Data) -> int | None:
     """The common leading-axis size of ``data``'s leaves (None when it has none)."""
-    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
-    if not leaves:
+    shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(data)]
+    if not shapes:
         return None
+    if all(s and s[0] == shapes[0][0] for s in shapes):  # the common case: no paths
+        return shapes[0][0]
+    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
     sizes = {}
     for path, leaf in leaves:
         shape = jnp.shape(leaf)
@@ -99,6 +102,9 @@ def n_examples(data: Data) -> int | None:
 def as_arrays(arg: str, tree: Any) -> Any:
     """``tree``'s leaves as arrays; nested Python lists of numbers are refused (they are
     pytrees of scalars, not arrays): the message says to wrap them."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if all(isinstance(x, jax.Array) and isinstance(x.dtype, np.dtype) for x in leaves):
+        return tree  # numbers already (a typed key is checked below)
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if isinstance(leaf, str | bytes) or leaf is None:
             raise UsageError(

@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from gdjax.train import planner
 from gdjax.train.loop import Progress, given
 from gdjax.train.placement import _on_cpu, fetch, place
-from gdjax.train.program import Program, compiled_chunk
+from gdjax.train.program import Program, State, compiled_chunk
 from gdjax.train.start import diverged
 from gdjax.train.start import keep as keep_state
 
@@ -33,6 +33,8 @@ def take(tree: Any, idx: Any) -> Any:
 
 def _padded(idx: np.ndarray, size: int) -> np.ndarray:
     """``idx`` followed by repeats of its last entry, ``size`` in all."""
+    if idx.size == size:
+        return idx
     return np.concatenate([idx, np.repeat(idx[-1:], size - idx.size)])
 
 
@@ -120,7 +122,6 @@ class Pool:
         builds it again for a replay of the first chunk). A chunk consumes the state it is
         given (donated buffers); a state still needed after it is kept (``keep``)."""
         prog, re = self.prog, self.prog.record_every
-        careful = dataclasses.replace(prog, careful=True)
         n_rec_total = -(-self.steps // re)
         # the loss history on the host, record-major (records, runs) as the chunks make
         # it: a chunk's records are one contiguous copy; the result is its transpose
@@ -138,13 +139,9 @@ class Pool:
 
         out = None  # the runs' final states on the host, made at the first retirement
 
-        like = jax.tree_util.tree_map(lambda x: (x.shape[1:], x.dtype), state._asdict())
-
-        def host_out():
+        def host_out(like: State) -> dict[str, Any]:  # every run's state, zeros, on the host
             return jax.tree_util.tree_map(
-                lambda x: np.zeros((self.n_runs, *x[0]), x[1]),
-                like,
-                is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2,
+                lambda x: np.zeros((self.n_runs, *x.shape[1:]), x.dtype), like._asdict()
             )
 
         retired_at = np.full(self.n_runs, -1, np.int32)
@@ -183,12 +180,13 @@ class Pool:
                     bad = np.flatnonzero(stopped)
                     sel = _padded(bad, self._slots(bad.size))
                     start = take(again(), sel)
+                    careful = dataclasses.replace(prog, careful=True)
                     replayed, buf2, _, mon2, fl2 = self._chunk(
                         careful, start, take(leaves, sel), live[sel], t, n_records
                     )
                     if t_end >= self.steps:
                         finals[live[bad]], ended[live[bad]] = fetch(fl2)[: bad.size], True
-                    out = host_out() if out is None else out
+                    out = host_out(replayed) if out is None else out
                     for name, value in replayed._asdict().items():
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     hist[rows, live[bad]] = np.asarray(buf2)[: rows.stop - r0, : bad.size]
@@ -202,7 +200,7 @@ class Pool:
                     )
                     if flat.any():  # retire them as they are at the chunk's end
                         done, keep = keep[flat], keep[~flat]
-                        out = host_out() if out is None else out
+                        out = host_out(end) if out is None else out
                         for name, value in end._asdict().items():
                             out[name] = _put(out[name], live[done], take(value, done), done.size)
                         retired_at[live[done]] = t_end
@@ -210,7 +208,7 @@ class Pool:
                 if out is None and keep.size == live.size == self.n_runs and t_end >= self.steps:
                     out = dict(end._asdict())  # no run retired: the device arrays as they are
                 elif keep.size and (gone or t_end >= self.steps):
-                    out = host_out() if out is None else out
+                    out = host_out(end) if out is None else out
                     for name, value in end._asdict().items():
                         out[name] = _put(out[name], live[keep], take(value, keep), keep.size)
                 if gone and keep.size:  # re-pack the live runs (on the host)
