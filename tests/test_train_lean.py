@@ -185,3 +185,23 @@ def test_a_non_finite_loss_with_finite_parameters_is_caught(chunk_size):
     assert res.diverged and res.diverged_at == first
     np.testing.assert_allclose(res.params["w"], 1 - 0.9**first, rtol=1e-5)
     assert np.isinf(res.losses[first]) and np.isfinite(res.losses[:first]).all()
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_a_sweeps_non_finite_loss_with_finite_parameters_is_caught_per_run(chunk_size):
+    # the same jump, swept: run i has w_t = 1 - (1 - 2·lr_i)^t and its loss turns +inf at
+    # the first t where w_t > 0.5; its parameters stay finite, only the records show it
+    def jump(params, _):
+        w = params["w"]
+        return (w - 1.0) ** 2 + jnp.where(jax.lax.stop_gradient(w) > 0.5, jnp.inf, 0.0)
+
+    lrs = np.array([0.005, 0.01, 0.05, 0.1], np.float32)
+    res = gd.sweep(
+        jump, {"w": jnp.zeros(())}, gd.optim.sgd(lrs), None, steps=40, chunk_size=chunk_size
+    )
+    first = [next((t for t in range(40) if 1 - (1 - 2 * lr) ** t > 0.5), -1) for lr in lrs]
+    assert first == [-1, 35, 7, 4]  # lr = 0.005 needs 69 steps
+    np.testing.assert_array_equal(res.diverged_at, first)
+    w = [1 - (1 - 2 * lr) ** (t if t >= 0 else 40) for lr, t in zip(lrs, first, strict=True)]
+    np.testing.assert_allclose(res.runs.params["w"], w, rtol=1e-5)
+    assert res.best_index == 0  # the only run that did not diverge

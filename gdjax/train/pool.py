@@ -14,7 +14,6 @@ from gdjax.train import planner
 from gdjax.train.loop import Progress, given
 from gdjax.train.placement import _on_cpu, fetch, place
 from gdjax.train.program import Program, State, compiled_chunk
-from gdjax.train.start import diverged
 from gdjax.train.start import keep as keep_state
 
 __all__ = ["BLOCK_RUNS", "Pool", "take"]
@@ -162,7 +161,7 @@ class Pool:
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]
-                stopped = diverged(fetch(end.stopped), made, n_records)[:n_live]
+                stopped = fetch(end.stopped)[:n_live]
                 got = made[:, :n_live]
                 whole = n_live == self.n_runs and rows == slice(0, n_rec_total)
                 if hist is None and whole and not stopped.any():

@@ -16,8 +16,10 @@ new learning rate, a new ``steps`` or a new seed runs the same executable.
 Two variants of the step (``Program.careful``):
 
 * lean: the update alone. The chunk's ``stopped`` flag is raised by non-finite parameters
-  at its end or a non-finite loss at a step it does not record; the host checks the
-  recorded losses themselves (:func:`diverged`). The host runs every chunk this way;
+  at its end or a non-finite loss at a step it does not record; a single run's host checks
+  the recorded losses themselves (:func:`gdjax.train.start.diverged`: one more reduction
+  would put the chunk over XLA's inline-execution threshold), a sweep's chunk checks them
+  too (it runs on XLA's thread pool either way). The host runs every chunk this way;
 * careful: a step whose loss or new parameters are not finite is not applied and the run
   freezes at the last finite parameters, recording the step. The host replays a chunk
   that diverged with this variant, from the chunk's start, so a diverged run keeps its
@@ -328,7 +330,10 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     _, t, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
-        state = state._replace(stopped=state.stopped | ~check(state.params))
+        stopped = state.stopped | ~check(state.params)
+        if batched:  # and a non-finite recorded loss (the records not made hold zeros)
+            stopped = stopped | ~jnp.isfinite(losses).all(0)
+        state = state._replace(stopped=stopped)
     # where the run ends here (all runs of a sweep reach n_steps together; one run may
     # also stop), the loss of its final parameters on the whole data, in this program
     ends = t >= n_steps if batched else (t >= n_steps) | state.stopped

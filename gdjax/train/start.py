@@ -82,7 +82,8 @@ def keep(tree: Any) -> Any:
 
 
 def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
-    """Host side: whether a lean chunk's runs diverged: its ``stopped`` flag, or a
-    non-finite loss among its first ``n_records`` records (``losses``: its buffer)."""
-    ok = np.isfinite(losses[:n_records]).all(axis=0)
+    """Host side: whether a single run's lean chunk diverged: its ``stopped`` flag, or a
+    non-finite loss among its first ``n_records`` records (``losses``: its buffer). (A
+    sweep's chunk raises its flags for its recorded losses itself.)"""
+    ok = np.isfinite(losses[:n_records]).all()
     return np.asarray(stopped) | ~ok
