@@ -124,6 +124,18 @@ def test_nan_data_is_refused_by_name_and_the_run_computes_nothing(problem):
         gd.fit(loss, params, gd.optim.sgd(0.1), (X, bad), steps=10**6)  # returns at once
 
 
+def test_a_sweep_refuses_nan_inputs_by_name_after_a_first_chunk_of_no_step(problem):
+    params, (X, y) = problem
+    bad = np.asarray(y).copy()
+    bad[7] = np.nan
+    rates = gd.optim.sgd(jnp.asarray([0.01, 0.1]))
+    with pytest.raises(gd.UsageError, match=r"`data\[1\]` holds 1 non-finite"):
+        gd.sweep(loss, params, rates, (X, bad), steps=10**6)  # returns at once
+    nan_b = {**params, "b": jnp.asarray(np.nan)}
+    with pytest.raises(gd.UsageError, match=r"`params\['b'\]` holds 1 non-finite"):
+        gd.sweep(loss, nan_b, rates, (X, y), steps=10**6)
+
+
 @pytest.mark.parametrize("batch_size", [None, 16])
 def test_the_final_loss_is_the_loss_of_the_returned_parameters(problem, batch_size):
     params, data = problem

@@ -263,6 +263,7 @@ def make(name: str, **args: Any) -> Rule:
     k = settings_count(hyper)
     hyper, comps = broadcast_settings((hyper, comps), k)
     rule = _new(name, hyper, comps, tuple(sorted(static.items())))
+    rule._core.k_ = k  # counted above (the complements have the same K)
     # Build one setting now, so that a bad option is refused here and not at init. The
     # numbers are checked above, so the build checks only the static choices: once per
     # rule, choices and structure of the numbers (a new learning rate is not built again).

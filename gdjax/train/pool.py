@@ -52,6 +52,7 @@ class Pool:
     patience: int | None = None  # retire runs that stopped improving (None: never)
     min_delta: float = 0.0
     ok: Any = True  # the inputs' check (a bool array), passed to every chunk
+    bad_input: Any = None  # raises the error that names the bad input (when not ok)
 
     def _chunk(self, prog, state, leaves, idx, t, n_records):
         n_blocks, size = self._blocks(idx.size)
@@ -158,6 +159,8 @@ class Pool:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
                 end, buf, _, mon, fl = self._chunk(prog, state, leaves, live, t, n_records)
+                if t == 0 and self.bad_input is not None and not fetch(self.ok):
+                    self.bad_input()  # the chunk ran no step: say which input is not finite
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]

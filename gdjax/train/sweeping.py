@@ -240,9 +240,12 @@ def sweep(
         planned = planner.remember(_PLANS, memo_key, one)
     prog, seen_like = planned
     state, ok = compiled_start(prog, params, leaves, data)
-    if not fetch(ok):  # name the leaf (and say how to clean it)
-        check_finite("params", params)
+
+    def bad_input():  # read with the first chunk, which runs no step unless ok
+        check_finite("params", params)  # names the leaf, and says how to clean it
         check_finite("data", data)
+        raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
+
     placed = data if mesh is None else place(data, data_sharding)
     pool = Pool(
         prog,
@@ -256,6 +259,7 @@ def sweep(
         patience,
         min_delta,
         ok,
+        bad_input,
     )
     final = pool.run(state, leaves, progress, lambda: compiled_start(prog, params, leaves, data)[0])
 
