@@ -159,15 +159,17 @@ class Pool:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
                 end, buf, _, mon, fl = self._chunk(prog, state, leaves, live, t, n_records)
-                if t == 0 and self.bad_input is not None and not fetch(self.ok):
+                ok, stopped, fl = fetch((self.ok, end.stopped, fl))  # one read of the flags
+                if t == 0 and self.bad_input is not None and not ok:
                     self.bad_input()  # the chunk ran no step: say which input is not finite
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]
-                stopped = fetch(end.stopped)[:n_live]
+                stopped = stopped[:n_live]  # the lean chunk's flags: replay these
+                diverging = stopped.any()
                 got = made[:, :n_live]
                 whole = n_live == self.n_runs and rows == slice(0, n_rec_total)
-                if hist is None and whole and not stopped.any():
+                if hist is None and whole and not diverging:
                     hist = got  # one chunk held the whole run: its buffer as it is
                 else:
                     if hist is None or not hist.flags.writeable:
@@ -178,7 +180,7 @@ class Pool:
                     else:
                         hist[rows, live[:n_live]] = got
                 keep_records(live[:n_live], rows, mon, n_live)
-                if stopped.any():  # replay the diverged runs' chunk with the careful step
+                if diverging:  # replay the diverged runs' chunk with the careful step
                     bad = np.flatnonzero(stopped)
                     sel = _padded(bad, self._slots(bad.size))
                     start = take(again(), sel)
@@ -193,9 +195,9 @@ class Pool:
                         out[name] = _put(out[name], live[bad], value, bad.size)
                     hist[rows, live[bad]] = np.asarray(buf2)[: rows.stop - r0, : bad.size]
                     keep_records(live[bad], rows, mon2, bad.size)
-                keep = np.flatnonzero(~stopped)
+                keep = np.flatnonzero(~stopped) if diverging else np.arange(n_live)
                 if t_end >= self.steps:  # the last chunk computed the live runs' final loss
-                    finals[live[keep]], ended[live[keep]] = fetch(fl)[keep], True
+                    finals[live[keep]], ended[live[keep]] = fl[keep], True
                 if self.patience is not None and keep.size and t_end < self.steps:
                     flat = _plateaued(
                         hist[: rows.stop, live[keep]].T, t_end, self.patience, re, self.min_delta
