@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from gdjax._validate import UsageError, check_int
+from gdjax._validate import UsageError, check_finite, check_int
 from gdjax.models._base import shapes_of_call
 from gdjax.train.planner import abstract, batch_shapes
 
@@ -69,6 +69,14 @@ def check_optimizer(opt: Any, arg: str = "optimizer") -> None:
         f"`{arg}` must be an optax.GradientTransformation (with .init and .update), got "
         f"{type(opt).__name__}. Pass e.g. optimizer=gd.optim.sgd(0.1) or optax.adam(1e-3)."
     )
+
+
+def refuse_non_finite(params: Any, data: Data) -> None:
+    """Raise the error that names the non-finite leaf of ``params`` or ``data`` (called
+    when the initial state's check failed: the first chunk then ran no step)."""
+    check_finite("params", params)  # names the leaf, and says how to clean it
+    check_finite("data", data)
+    raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
 
 
 def n_examples(data: Data) -> int | None:

@@ -14,7 +14,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax import optim
-from gdjax._validate import UsageError, as_key, check_choice, check_finite, check_int
+from gdjax._validate import UsageError, as_key, check_choice, check_int
 from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train import resume as R
@@ -177,11 +177,6 @@ def fit(
             if key is not None:
                 key = place(key, replicated)
         state, ok = compiled_start(prog, params, opt_leaves, data)
-
-        def bad_input():  # read with the first chunk, which runs no step unless ok
-            check_finite("params", params)
-            check_finite("data", data)
-
         run = Run(
             prog,
             data,
@@ -192,7 +187,7 @@ def fit(
             params,
             plan.monitor_like,
             ok=ok,
-            bad_input=bad_input,
+            bad_input=lambda: A.refuse_non_finite(params, data),  # read with chunk 1
             careful=plan.careful,
             like=plan.like,
         )

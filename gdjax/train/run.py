@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdjax._validate import UsageError
 from gdjax.train import planner
 from gdjax.train import resume as R
 from gdjax.train.loop import Progress, drive, given, last_finite, stack_host
@@ -111,7 +110,6 @@ class Run:
             stopped, ok, outputs[:3] = fetch((s.stopped, self.ok, outputs[:3]))
             if not ok:  # nothing ran: say which input is not finite
                 self.bad_input()
-                raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
             self.clean = not diverged(stopped, outputs[0], -(-n // re))
             return not self.clean
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gdjax._validate import UsageError, as_key, check_finite, check_in_range, check_int
+from gdjax._validate import UsageError, as_key, check_in_range, check_int
 from gdjax.train import args as A
 from gdjax.train import planner
 from gdjax.train.loop import nan_after
@@ -240,12 +240,6 @@ def sweep(
         planned = planner.remember(_PLANS, memo_key, one)
     prog, seen_like = planned
     state, ok = compiled_start(prog, params, leaves, data)
-
-    def bad_input():  # read with the first chunk, which runs no step unless ok
-        check_finite("params", params)  # names the leaf, and says how to clean it
-        check_finite("data", data)
-        raise UsageError("`params` or `data` holds a non-finite value (NaN or inf).")
-
     placed = data if mesh is None else place(data, data_sharding)
     pool = Pool(
         prog,
@@ -259,7 +253,7 @@ def sweep(
         patience,
         min_delta,
         ok,
-        bad_input,
+        lambda: A.refuse_non_finite(params, data),  # read with the first chunk
     )
     final = pool.run(state, leaves, progress, lambda: compiled_start(prog, params, leaves, data)[0])
 
