@@ -8,6 +8,8 @@ best run included, and the blocks must share one compiled program.
 
 from __future__ import annotations
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,3 +113,42 @@ def test_as_few_equal_blocks_as_cover_the_runs(monkeypatch, runs, expected):
     p = pool.Pool(prog=None, data=None, key=None, n_runs=runs, steps=1)
     assert p._blocks(runs) == expected
     assert p._slots(runs) == expected[0] * expected[1]
+
+
+def test_a_chunk_of_enough_runs_is_split_over_the_cores(problem, monkeypatch):
+    # with two cores and blocks of at least 3 runs, 7 runs make 2 blocks (of 4: the last
+    # slot repeats run 7), run at once on two threads, and agree with one block
+    params, data = problem
+    monkeypatch.setattr(pool, "_cores", lambda: 2)
+    p = pool.Pool(prog=None, data=None, key=None, n_runs=7, steps=1)
+    monkeypatch.setattr(pool, "MIN_BLOCK_RUNS", 3)
+    assert p._blocks(7) == (2, 4) and p._blocks(5) == (1, 5)
+    monkeypatch.setattr(pool, "MIN_BLOCK_RUNS", 1 << 30)
+    kw = dict(loss_fn=loss, params=params, optimizer=gd.optim.sgd(RATES[3:]), data=data, steps=30)
+    whole = gd.sweep(**kw)
+    monkeypatch.setattr(pool, "MIN_BLOCK_RUNS", 3)
+    threads = []
+    chunk = pool.compiled_chunk
+
+    def spy(*args):
+        threads.append(threading.current_thread().name)
+        return chunk(*args)
+
+    monkeypatch.setattr(pool, "compiled_chunk", spy)
+    gd.sweep(**kw)  # compiles the block program (its first block runs alone)
+    threads.clear()
+    split = gd.sweep(**kw)
+    assert set(threads[:2]) == {"MainThread", "gdjax-block_0"}  # one block each
+    assert (whole.diverged_at >= 0).any()  # the replay of diverged runs is in it too
+    assert_same(whole, split)
+
+
+def test_an_error_in_a_block_on_another_thread_is_raised_by_the_sweep():
+    def fails(i):
+        if i == 1:
+            raise RuntimeError("block 1 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="block 1 failed"):
+        pool._each(fails, 3, warm=object())
+    assert pool._each(lambda i: i * i, 5, warm=object()) == [0, 1, 4, 9, 16]

@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdjax import optim
 from gdjax._validate import UsageError, as_key, check_choice, check_int
 from gdjax.train import args as A
-from gdjax.train import planner
+from gdjax.train import dots, planner
 from gdjax.train import resume as R
 from gdjax.train.placement import place
 from gdjax.train.program import (
@@ -258,6 +258,7 @@ def _plan(
         trajectory,
         chunk_size,
         mesh,
+        dots.MAX_CONTRACTION,
     )
     plan = _PLANS.get(memo_key)
     if plan is not None:
@@ -288,6 +289,7 @@ def _plan(
         loss_dtype=loss_dtype,
         batch_sharding=batch_sharding,
         monitor=monitor,
+        small_dots=dots.limit(),
     )
     traj_bytes = _nbytes(signature[0]) if trajectory else 0  # signature: (params, data, key)
     prog, seen = planner.planned(

@@ -3,7 +3,11 @@ that stopped improving retired, the rest re-packed into fewer slots."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,13 +20,20 @@ from gdjax.train.placement import _on_cpu, fetch, place
 from gdjax.train.program import Program, State, compiled_chunk
 from gdjax.train.start import keep as keep_state
 
-__all__ = ["BLOCK_RUNS", "Pool", "take"]
+__all__ = ["BLOCK_RUNS", "MIN_BLOCK_RUNS", "Pool", "take"]
 
 #: On CPU, a chunk of more runs than this runs as equal blocks of at most this many, one
-#: program call after another: XLA's vmapped step slows down past it (N1 on 2 cores: 23
-#: ns per run-step at 1,024 runs, 68 at 4,096), and 4,096 runs in blocks of 1,024 take
-#: 0.42x the time of one ``vmap`` of them all. On a GPU every run is in one call.
+#: program call each: XLA's vmapped step slows down past it (N1 on 2 cores: 23 ns per
+#: run-step at 1,024 runs, 68 at 4,096), and 4,096 runs in blocks of 1,024 take 0.42x the
+#: time of one ``vmap`` of them all. On a GPU every run is in one call.
 BLOCK_RUNS = 1024
+
+#: On CPU, a chunk of at least twice this many runs is also split into one block per core
+#: (blocks of at least this many runs), and the blocks run at once, one per thread: XLA's
+#: CPU runtime runs a program of small operations on one core (the expert's
+#: ``vmap(scan)`` of 1,024 N1 runs: 1.04 cores busy), and executes each call in the
+#: thread that makes it, so calls from several threads share the cores.
+MIN_BLOCK_RUNS = 256
 
 
 def take(tree: Any, idx: Any) -> Any:
@@ -51,52 +62,78 @@ class Pool:
     sharding: NamedSharding | None = None  # the slots' sharding on a mesh
     patience: int | None = None  # retire runs that stopped improving (None: never)
     min_delta: float = 0.0
-    ok: Any = True  # the inputs' check (a bool array), passed to every chunk
+    #: ``start(runs) -> (state, ok)``: the state at step 0 of the runs ``runs`` (an index
+    #: array; None: every run) and whether the inputs are finite (a bool array)
+    start: Callable[[Any], tuple[State, Any]] | None = None
     bad_input: Any = None  # raises the error that names the bad input (when not ok)
+    shapes: Any = None  # hashable: the arguments' structure (with the program, the jit key)
 
-    def _chunk(self, prog, state, leaves, idx, t, n_records):
+    def _chunk(self, prog, state, leaves, idx, t, n_records, ok):
+        """One chunk of the slots ``idx`` (their runs) from ``state`` (None: the runs at
+        step 0, started here): ``(end, losses, trajectory, monitor, final loss, ok)``, the
+        buffers on the host, ``ok`` the inputs' check the chunk ran under."""
         n_blocks, size = self._blocks(idx.size)
         if n_blocks > 1:
-            return self._blocked(prog, state, leaves, idx, t, n_records, size)
+            return self._blocked(prog, state, leaves, idx, t, n_records, size, ok)
+        if state is None:
+            state, ok = self.start(idx)
         key = self.key[idx] if self.prog.batched_key else self.key
         if self.sharding is not None:
             state, leaves = place((state, leaves), self.sharding)
             if key is not None:
                 key = place(key, self.sharding if prog.batched_key else self._replicated)
-        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records, self.ok)
-        return out[0], *fetch(out[1:4]), out[4]
+        out = compiled_chunk(prog, state, self.data, key, leaves, t, self.steps, n_records, ok)
+        return out[0], *fetch(out[1:4]), out[4], ok
 
-    def _blocked(self, prog, state, leaves, idx, t, n_records, size):
-        """The chunk as blocks of ``size`` runs, one call each, joined on the host (the
-        end state too: the blocks' inputs are host slices, so nothing given is consumed)."""
-        parts = []
-        for lo in range(0, idx.size, size):
-            block = slice(lo, lo + size)
-            key = self.key[idx[block]] if prog.batched_key else self.key
-            out = compiled_chunk(
-                prog,
-                take(state, block),
+    def _blocked(self, prog, state, leaves, idx, t, n_records, size, ok):
+        """The chunk as blocks of ``size`` slots, one call each, on up to one thread per
+        core at once, joined on the host (the end state too: a block's input state is a
+        host slice of ``state``, or, from step 0, started by the block itself, so nothing
+        given is consumed). Only the records made are joined."""
+        state, leaves = fetch((state, leaves))
+
+        def inputs(i: int) -> tuple:  # on this thread: the helpers only run programs
+            rows = slice(i * size, (i + 1) * size)
+            key = self.key[idx[rows]] if prog.batched_key else self.key
+            if state is None:
+                block_state, block_ok = self.start(idx[rows])
+            else:
+                block_state, block_ok = take(state, rows), ok
+            return (
+                block_state,
                 self.data,
                 key,
-                take(leaves, block),
+                take(leaves, rows),
                 t,
                 self.steps,
                 n_records,
-                self.ok,
+                block_ok,
             )
-            parts.append(fetch(out))
-        end, buf, _, mon, fl = (
+
+        args = [inputs(i) for i in range(-(-idx.size // size))]
+
+        def block(i: int):
+            end, buf, _, mon, fl = fetch(compiled_chunk(prog, *args[i]))
+            cut = jax.tree_util.tree_map(lambda x: x[:n_records], (buf, mon))
+            return end, *cut, fl, fetch(args[i][-1])
+
+        parts = _each(block, len(args), warm=(self.shapes, prog, size))
+        *joined, oks = zip(*parts, strict=True)
+        end, buf, mon, fl = (
             jax.tree_util.tree_map(lambda *x, a=axis: np.concatenate(x, a), *p)
-            for p, axis in zip(zip(*parts), (0, 1, 1, 1, 0), strict=True)
+            for p, axis in zip(joined, (0, 1, 1, 0), strict=True)
         )
-        return end, buf, None, mon, fl
+        return end, buf, None, mon, fl, np.all(oks)
 
     def _blocks(self, n: int) -> tuple[int, int]:
         """(blocks, runs per block) of a chunk of ``n`` slots: one block on a mesh or a
-        GPU, else as few equal blocks of at most :data:`BLOCK_RUNS` as cover ``n``."""
-        if n <= BLOCK_RUNS or self.sharding is not None or not _on_cpu():
+        GPU; on CPU as few equal blocks of at most :data:`BLOCK_RUNS` as cover ``n``, and
+        at least one per core when each still holds :data:`MIN_BLOCK_RUNS`."""
+        if self.sharding is not None or not _on_cpu():
             return 1, n
-        n_blocks = -(-n // BLOCK_RUNS)
+        n_blocks = max(-(-n // BLOCK_RUNS), min(_cores(), n // MIN_BLOCK_RUNS))
+        if n_blocks <= 1:
+            return 1, n
         return n_blocks, -(-n // n_blocks)
 
     @property
@@ -117,10 +154,10 @@ class Pool:
         n_blocks, size = self._blocks(n)
         return n_blocks * size
 
-    def run(self, state, leaves, progress, restart) -> dict[str, Any]:
-        """Every chunk of the sweep from ``state`` (the runs at step 0; ``restart()``
-        builds it again for a replay of the first chunk). A chunk consumes the state it is
-        given (donated buffers); a state still needed after it is kept (``keep``)."""
+    def run(self, leaves, progress) -> dict[str, Any]:
+        """Every chunk of the sweep from step 0 (``self.start``; again for a replay of the
+        first chunk). A chunk consumes the state it is given (donated buffers); a state
+        still needed after it is kept (``keep``)."""
         prog, re = self.prog, self.prog.record_every
         n_rec_total = -(-self.steps // re)
         # the loss history on the host, record-major (records, runs) as the chunks make
@@ -148,20 +185,26 @@ class Pool:
         finals = np.full(self.n_runs, np.nan, prog.loss_dtype)  # made by the last chunk
         ended = np.zeros(self.n_runs, bool)  # whose final loss that was
         live = _padded(np.arange(self.n_runs), self._slots(self.n_runs))
-        again = restart  # the start of the next chunk, for its replay
-        if live.size > self.n_runs:  # slots past the runs repeat the last run
-            state, leaves = take(state, live), take(leaves, live)
-            again = given(state)  # on the host: a chunk consumes only its device copy
+        padded = live.size > self.n_runs  # slots past the runs repeat the last run
+        if padded:
+            leaves = take(leaves, live)
+        state, ok = None, None  # blocks start their runs themselves
+        if self._blocks(live.size)[0] == 1:
+            state, ok = self.start(live if padded else None)
+
+        def again():  # the start of the next chunk, for its replay
+            return self.start(live if padded else None)[0]
+
         n_live, t = self.n_runs, 0
         bar = Progress(progress, self.steps, 0, -(-self.steps // (prog.capacity * re)), "sweep")
         try:
             while t < self.steps and n_live:
                 n_records = planner.chunk_records(t, self.steps, re, prog.capacity, None)
                 r0 = t // re
-                end, buf, _, mon, fl = self._chunk(prog, state, leaves, live, t, n_records)
-                ok, stopped, fl = fetch((self.ok, end.stopped, fl))  # one read of the flags
-                if t == 0 and self.bad_input is not None and not ok:
-                    self.bad_input()  # the chunk ran no step: say which input is not finite
+                end, buf, _, mon, fl, ok = self._chunk(prog, state, leaves, live, t, n_records, ok)
+                ok, stopped, fl = fetch((ok, end.stopped, fl))  # one read of the flags
+                if not ok:  # the chunk ran no step: say which input is not finite
+                    self.bad_input()
                 t_end = min(t + n_records * re, self.steps)
                 rows = slice(r0, min(r0 + n_records, n_rec_total))
                 made = np.asarray(buf)[: rows.stop - r0]
@@ -185,8 +228,8 @@ class Pool:
                     sel = _padded(bad, self._slots(bad.size))
                     start = take(again(), sel)
                     careful = dataclasses.replace(prog, careful=True)
-                    replayed, buf2, _, mon2, fl2 = self._chunk(
-                        careful, start, take(leaves, sel), live[sel], t, n_records
+                    replayed, buf2, _, mon2, fl2, _ = self._chunk(
+                        careful, start, take(leaves, sel), live[sel], t, n_records, ok
                     )
                     if t_end >= self.steps:
                         finals[live[bad]], ended[live[bad]] = fetch(fl2)[: bad.size], True
@@ -232,6 +275,51 @@ class Pool:
         out["retired_at"] = retired_at
         out["final_loss"], out["ended"] = finals, ended
         return out
+
+
+@functools.cache
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def _helpers() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(_cores() - 1, thread_name_prefix="gdjax-block")
+
+
+#: (arguments' structure, program, block size) of the block programs that have run: the
+#: first call of one runs alone, so that it is compiled once, not once per thread.
+_WARM: set[Any] = set()
+
+
+def _each(fn: Callable[[int], Any], n: int, warm: Any) -> list[Any]:
+    """``[fn(0), …, fn(n-1)]`` on this thread and up to ``_cores() - 1`` helper threads
+    at once: with ``p`` of them, thread ``j`` computes ``fn(j)``, ``fn(j + p)``, … (the
+    blocks are equal). A ``warm`` key not seen before runs ``fn(0)`` alone first, so that
+    its program is compiled once, not once per thread."""
+    results: list[Any] = [None] * n
+    first = 0
+    if warm not in _WARM:
+        results[0], first = fn(0), 1
+        _WARM.add(warm)
+    p = max(1, min(_cores(), n - first))
+
+    def work(j: int) -> None:
+        for i in range(first + j, n, p):
+            results[i] = fn(i)
+
+    helpers = [_helpers().submit(work, j) for j in range(1, p)]
+    try:
+        work(0)
+    finally:  # no block runs on after the chunk returned or raised
+        concurrent.futures.wait(helpers)
+    for helper in helpers:
+        helper.result()  # a helper's error, raised here
+    return results
 
 
 def _plateaued(

@@ -46,6 +46,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 
 from gdjax import optim
+from gdjax.train.dots import small_dots
 
 Params = Any
 Data = Any
@@ -97,6 +98,7 @@ class Program:
     batched_key: bool = False  # (sweep) one key per run
     batched_params: bool = False  # (sweep) one initial params per run
     monitor: Callable[[StepInfo], Any] | None = None  # recorded at the recorded steps
+    small_dots: int = 0  # products of at most this many contracted elements: multiply-adds
 
     def optimizer(self, leaves: Any) -> optax.GradientTransformation:
         return optimizer_of(self.opt_static, leaves)
@@ -250,11 +252,14 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     batched = prog.settings_axis
     key_axis = 0 if prog.batched_key else None
 
-    def one_step(state, perm, key, leaves, t, observe=False):
-        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm, observe)
+    def one_step(state, perm, key, leaves, t):
+        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm)
 
     def observed(state, perm, key, leaves, t):
-        return one_step(state, perm, key, leaves, t, True)
+        return _step(prog, prog.optimizer(leaves), data, key, t, state, perm, True)
+
+    # small matrix products as multiply-adds, on CPU (gdjax.train.dots)
+    one_step, observed = (small_dots(f, prog.small_dots) for f in (one_step, observed))
 
     def first_perm(key):
         if prog.batch_size is None:

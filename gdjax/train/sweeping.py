@@ -19,10 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax._validate import UsageError, as_key, check_in_range, check_int
 from gdjax.train import args as A
-from gdjax.train import planner
+from gdjax.train import dots, planner
 from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
-from gdjax.train.pool import Pool
+from gdjax.train.pool import Pool, take
 from gdjax.train.program import (
     Program,
     final_loss,
@@ -212,6 +212,7 @@ def sweep(
         batched_key,
         batched_params,
         batch_sharding,
+        dots.MAX_CONTRACTION,
     )
     planned = _PLANS.get(memo_key)
     if planned is None:
@@ -232,6 +233,7 @@ def sweep(
             batched_params=batched_params,
             monitor=monitor,
             batch_sharding=batch_sharding,
+            small_dots=dots.limit(),
         )
         one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
         one = planner.planned(
@@ -239,7 +241,13 @@ def sweep(
         )
         planned = planner.remember(_PLANS, memo_key, one)
     prog, seen_like = planned
-    state, ok = compiled_start(prog, params, leaves, data)
+
+    def start(runs):  # the state at step 0 of the runs ``runs`` (None: all), checked
+        if runs is None:
+            return compiled_start(prog, params, leaves, data)
+        own = take(params, runs) if batched_params else params
+        return compiled_start(prog, own, take(leaves, runs), data)
+
     placed = data if mesh is None else place(data, data_sharding)
     pool = Pool(
         prog,
@@ -252,10 +260,11 @@ def sweep(
         settings_sharding,
         patience,
         min_delta,
-        ok,
+        start,
         lambda: A.refuse_non_finite(params, data),  # read with the first chunk
+        memo_key,
     )
-    final = pool.run(state, leaves, progress, lambda: compiled_start(prog, params, leaves, data)[0])
+    final = pool.run(leaves, progress)
 
     n_rec = -(-steps // record_every)
     fl, ended = final.pop("final_loss"), final.pop("ended")
