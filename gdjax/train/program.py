@@ -193,8 +193,8 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     """Step ``t``: the new state, the epoch permutation, the step's loss and (with
     ``observe``) ``prog.monitor`` of the step's :class:`StepInfo` (else None).
 
-    ``t`` equals ``state.t``; it is passed apart so that, in a sweep, the batch is chosen
-    by one unbatched counter for every run.
+    ``t`` is the step's index, one unbatched counter for every run of a sweep; the
+    state's own ``t`` is left as it is (the chunk sets it once, at its end).
     """
     batch, perm = _batch(prog, data, key, t, perm)
     loss, grads = loss_and_grads(prog, state.params, batch)
@@ -214,7 +214,7 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     if observe and prog.monitor is not None:
         seen = prog.monitor(StepInfo(t, state.params, grads, updates, loss, batch))
     if not prog.careful:  # the flag is raised by the caller where it is needed
-        new = state._replace(params=params, opt_state=opt_state, t=state.t + 1)
+        new = state._replace(params=params, opt_state=opt_state)
         return new, perm, loss, seen
 
     finite = jnp.isfinite(loss) & all_finite(params)
@@ -227,9 +227,9 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     new = State(
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
-        t=state.t + 1,
+        t=state.t,
         stopped=state.stopped | bad,
-        diverged_at=jnp.where(bad, state.t, state.diverged_at),
+        diverged_at=jnp.where(bad, t, state.diverged_at),
     )
     return new, perm, loss, seen
 
@@ -333,6 +333,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         seen = buffers(like)
     carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen)
     _, t, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
+    state = state._replace(t=jnp.broadcast_to(t, state.t.shape))  # the runs step together
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
         stopped = state.stopped | ~check(state.params)
