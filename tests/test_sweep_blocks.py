@@ -120,9 +120,12 @@ def test_a_chunk_of_enough_runs_is_split_over_the_cores(problem, monkeypatch):
     # slot repeats run 7), run at once on two threads, and agree with one block
     params, data = problem
     monkeypatch.setattr(pool, "_cores", lambda: 2)
-    p = pool.Pool(prog=None, data=None, key=None, n_runs=7, steps=1)
+    p = pool.Pool(prog=None, data=None, key=None, n_runs=7, steps=30)
     monkeypatch.setattr(pool, "MIN_BLOCK_RUNS", 3)
+    monkeypatch.setattr(pool, "MIN_THREAD_RUN_STEPS", 90)  # 3 runs x 30 steps
     assert p._blocks(7) == (2, 4) and p._blocks(5) == (1, 5)
+    p.steps = 29  # too little work per block for a thread: one block
+    assert p._blocks(7) == (1, 7)
     monkeypatch.setattr(pool, "MIN_BLOCK_RUNS", 1 << 30)
     kw = dict(loss_fn=loss, params=params, optimizer=gd.optim.sgd(RATES[3:]), data=data, steps=30)
     whole = gd.sweep(**kw)

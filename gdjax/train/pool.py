@@ -20,7 +20,7 @@ from gdjax.train.placement import _on_cpu, fetch, place
 from gdjax.train.program import Program, State, compiled_chunk
 from gdjax.train.start import keep as keep_state
 
-__all__ = ["BLOCK_RUNS", "MIN_BLOCK_RUNS", "Pool", "take"]
+__all__ = ["BLOCK_RUNS", "MIN_BLOCK_RUNS", "MIN_THREAD_RUN_STEPS", "Pool", "take"]
 
 #: On CPU, a chunk of more runs than this runs as equal blocks of at most this many, one
 #: program call each: XLA's vmapped step slows down past it (N1 on 2 cores: 23 ns per
@@ -34,6 +34,13 @@ BLOCK_RUNS = 1024
 #: ``vmap(scan)`` of 1,024 N1 runs: 1.04 cores busy), and executes each call in the
 #: thread that makes it, so calls from several threads share the cores.
 MIN_BLOCK_RUNS = 256
+
+#: ... and only when each block has at least this many run-steps to do over the sweep
+#: (its runs × ``steps``): waking a helper thread and sharing two cores with it costs
+#: about what it gives back on a short sweep (N1, 1,024 runs × 100 steps: 1.24–1.45 of the
+#: expert's ``vmap(scan)`` on two threads, 1.09–1.26 as one block; × 1,000 steps:
+#: 0.99–1.02 against 1.07–1.16).
+MIN_THREAD_RUN_STEPS = 200_000
 
 
 def take(tree: Any, idx: Any) -> Any:
@@ -128,10 +135,14 @@ class Pool:
     def _blocks(self, n: int) -> tuple[int, int]:
         """(blocks, runs per block) of a chunk of ``n`` slots: one block on a mesh or a
         GPU; on CPU as few equal blocks of at most :data:`BLOCK_RUNS` as cover ``n``, and
-        at least one per core when each still holds :data:`MIN_BLOCK_RUNS`."""
+        at least one per core when each still holds :data:`MIN_BLOCK_RUNS` runs and
+        :data:`MIN_THREAD_RUN_STEPS` run-steps."""
         if self.sharding is not None or not _on_cpu():
             return 1, n
-        n_blocks = max(-(-n // BLOCK_RUNS), min(_cores(), n // MIN_BLOCK_RUNS))
+        per_core = min(_cores(), n // MIN_BLOCK_RUNS)
+        if per_core > 1 and (n // per_core) * self.steps < MIN_THREAD_RUN_STEPS:
+            per_core = 1
+        n_blocks = max(-(-n // BLOCK_RUNS), per_core)
         if n_blocks <= 1:
             return 1, n
         return n_blocks, -(-n // n_blocks)
