@@ -224,10 +224,9 @@ def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = 
     def keep(new, old):
         return jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), new, old)
 
-    new = State(
+    new = state._replace(
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
-        t=state.t,
         stopped=state.stopped | bad,
         diverged_at=jnp.where(bad, t, state.diverged_at),
     )
