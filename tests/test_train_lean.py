@@ -1,7 +1,8 @@
 """The lean engine: chunks that consume their state, replays, and what is read once.
 
-A chunk's state is donated to the program (no copy into the loop), divergence is found on
-the host from the recorded losses, the inputs' check travels with the first chunk, and
+A chunk's state is donated to the program (no copy into the loop), a chunk flags its own
+divergence (a single run from the sum of its recorded losses), the inputs' check travels
+with the first chunk, and
 the final loss comes from the chunk that ends the run. Each test compares with a plain
 reference: a Python loop of the same update, the loss at the returned parameters, or
 the run without the feature.
@@ -197,6 +198,27 @@ def test_a_non_finite_loss_with_finite_parameters_is_caught(chunk_size):
     assert res.diverged and res.diverged_at == first
     np.testing.assert_allclose(res.params["w"], 1 - 0.9**first, rtol=1e-5)
     assert np.isinf(res.losses[first]) and np.isfinite(res.losses[:first]).all()
+
+
+def test_finite_losses_whose_sum_overflows_are_a_false_alarm_not_a_divergence(monkeypatch):
+    # every loss is 2e38, finite in float32; the lean chunk's running sum overflows at the
+    # second record and raises its flag, and the careful replay finds nothing wrong
+    def flat(params, _):
+        return jnp.float32(2e38) + 0.0 * params["w"]
+
+    replays = []
+    real = run_module.Run.run_chunk
+
+    def run_chunk(self, prog, *args):
+        replays.append(prog.careful)
+        return real(self, prog, *args)
+
+    monkeypatch.setattr(run_module.Run, "run_chunk", run_chunk)
+    res = gd.fit(flat, {"w": jnp.ones(())}, gd.optim.sgd(0.1), None, steps=5)
+    assert replays == [False, True]  # the lean chunk, then its careful replay
+    assert not res.diverged and res.diverged_at == -1 and res.steps == 5
+    np.testing.assert_array_equal(res.losses, np.full(5, 2e38, np.float32))
+    np.testing.assert_array_equal(res.params["w"], 1.0)  # the gradient is zero
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3])

@@ -16,10 +16,12 @@ new learning rate, a new ``steps`` or a new seed runs the same executable.
 Two variants of the step (``Program.careful``):
 
 * lean: the update alone. The chunk's ``stopped`` flag is raised by non-finite parameters
-  at its end or a non-finite loss at a step it does not record; a single run's host checks
-  the recorded losses themselves (:func:`gdjax.train.start.diverged`: one more reduction
-  would put the chunk over XLA's inline-execution threshold), a sweep's chunk checks them
-  too (it runs on XLA's thread pool either way). The host runs every chunk this way;
+  at its end, a non-finite loss at a step it does not record, and a non-finite recorded
+  loss: a single run checks the running sum of its recorded losses (one scalar add per
+  record; a reduction over the buffer at the end would put the chunk over XLA's
+  inline-execution threshold; a sum that overflows on finite losses only costs a
+  replay), a sweep reduces its buffer (it runs on XLA's thread pool either way). The host
+  runs every chunk this way and reads one flag;
 * careful: a step whose loss or new parameters are not finite is not applied and the run
   freezes at the last finite parameters, recording the step. The host replays a chunk
   that diverged with this variant, from the chunk's start, so a diverged run keeps its
@@ -290,12 +292,14 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         return jax.tree_util.tree_map(lambda b, v: b.at[i].set(v.astype(b.dtype)), buffers, values)
 
     def record(carry):
-        i, t, state, perm, losses, traj, seen = carry
+        i, t, state, perm, losses, traj, seen, total = carry
         if prog.trajectory:
             traj = put(traj, i, state.params)
         first = step if prog.monitor is None else step_seen
         state, perm, loss, out = first(state, perm, key, opt_leaves, t)
         losses = lax.dynamic_update_index_in_dim(losses, loss.astype(losses.dtype), i, 0)
+        if total is not None:
+            total = total + loss.astype(total.dtype)
         if prog.monitor is not None:
             seen = put(seen, i, out)
         end = jnp.minimum(t + prog.record_every, n_steps)
@@ -312,7 +316,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
                 return c[0] + 1, s, p
 
             t, state, perm = lax.while_loop(more, inner, (t, state, perm))
-        return i + 1, t, state, perm, losses, traj, seen
+        return i + 1, t, state, perm, losses, traj, seen, total
 
     def cond(carry):
         return (carry[0] < n_records) & running(carry[2]) & ok
@@ -330,14 +334,20 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         t = jnp.asarray(t0, jnp.int32)
         like = jax.eval_shape(lambda *a: step_seen(*a)[3], state, perm, key, opt_leaves, t)
         seen = buffers(like)
-    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen)
-    _, t, state, _, losses, traj, seen = lax.while_loop(cond, record, carry)
+    # a lean single run: the sum of its recorded losses (finite only if every one is)
+    total = None
+    if not (prog.careful or batched):
+        total = jnp.zeros((), jnp.promote_types(prog.loss_dtype, jnp.float32))
+    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen, total)
+    _, t, state, _, losses, traj, seen, total = lax.while_loop(cond, record, carry)
     state = state._replace(t=jnp.broadcast_to(t, state.t.shape))  # the runs step together
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
         stopped = state.stopped | ~check(state.params)
         if batched:  # and a non-finite recorded loss (the records not made hold zeros)
             stopped = stopped | ~jnp.isfinite(losses).all(0)
+        else:
+            stopped = stopped | ~jnp.isfinite(total)
         state = state._replace(stopped=stopped)
     # where the run ends here (all runs of a sweep reach n_steps together; one run may
     # also stop), the loss of its final parameters on the whole data, in this program

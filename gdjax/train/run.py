@@ -15,7 +15,7 @@ from gdjax.train.loop import Progress, drive, given, last_finite, stack_host
 from gdjax.train.placement import fetch
 from gdjax.train.program import Program, State, compiled_chunk, final_loss
 from gdjax.train.results import DivergenceError, FitResult
-from gdjax.train.start import compiled_start, diverged, keep
+from gdjax.train.start import compiled_start, keep
 
 __all__ = ["Run"]
 
@@ -103,14 +103,12 @@ class Run:
             def restart():
                 return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
 
-        re = self.prog.record_every
-
         def lean_diverged(s: State, outputs, n: int) -> bool:
-            # one host read of the chunk: its records go on to on_chunk in ``outputs``
-            stopped, ok, outputs[:3] = fetch((s.stopped, self.ok, outputs[:3]))
+            # one host read of the chunk's flags (it checked its recorded losses itself)
+            stopped, ok = fetch((s.stopped, self.ok))
             if not ok:  # nothing ran: say which input is not finite
                 self.bad_input()
-            self.clean = not diverged(stopped, outputs[0], -(-n // re))
+            self.clean = not stopped
             return not self.clean
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:

@@ -1,10 +1,9 @@
-"""Around the chunk: the state at step 0, a kept copy, and the host's divergence check.
+"""Around the chunk: the state at step 0, and a kept copy.
 
 A run begins with :func:`compiled_start`: one small program that builds the state at step
 0 and checks that every value of ``params`` and ``data`` is finite, a flag that the first
 chunk reads before its first step. A chunk consumes (donates) the state it is given, so
-the host takes :data:`keep` of a state it still needs. Between chunks the host decides
-with :func:`diverged` whether a lean chunk must be replayed with the careful step.
+the host takes :data:`keep` of a state it still needs.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 
 from gdjax.train.program import Params, Program, State, all_finite, optimizer_of
 
-__all__ = ["compiled_start", "diverged", "init_state", "keep"]
+__all__ = ["compiled_start", "init_state", "keep"]
 
 
 def init_state(opt_static: Any, settings_axis: bool, batched_params: bool, params, opt_leaves):
@@ -79,11 +78,3 @@ def keep(tree: Any) -> Any:
     if all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(tree)):
         return tree
     return _copy(tree)
-
-
-def diverged(stopped: Any, losses: Any, n_records: int) -> Any:
-    """Host side: whether a single run's lean chunk diverged: its ``stopped`` flag, or a
-    non-finite loss among its first ``n_records`` records (``losses``: its buffer). (A
-    sweep's chunk raises its flags for its recorded losses itself.)"""
-    ok = np.isfinite(losses[:n_records]).all()
-    return np.asarray(stopped) | ~ok
