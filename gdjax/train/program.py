@@ -21,7 +21,7 @@ Two variants of the step (``Program.careful``):
   record; a reduction over the buffer at the end would put the chunk over XLA's
   inline-execution threshold; a sum that overflows on finite losses only costs a
   replay), a sweep reduces its buffer (it runs on XLA's thread pool either way). The host
-  runs every chunk this way and reads one flag;
+  runs every chunk this way and reads its flags, never its loss buffer;
 * careful: a step whose loss or new parameters are not finite is not applied and the run
   freezes at the last finite parameters, recording the step. The host replays a chunk
   that diverged with this variant, from the chunk's start, so a diverged run keeps its
