@@ -347,6 +347,7 @@ def test_a_rule_built_again_with_new_numbers_is_still_checked(monkeypatch):
         _split._Spec(lambda **a: builds.append(a) or spec.build(**a), spec.kinds, spec.public),
     )
     monkeypatch.setattr(_split, "_BUILT", set())
+    monkeypatch.setattr(_split, "_MADE", {})  # nothing remembered from other tests
     O.sgd(0.1, momentum=0.9)
     O.sgd(0.2, momentum=0.5)
     assert len(builds) == 1  # the same options: built (checked) once
@@ -359,3 +360,41 @@ def test_a_rule_built_again_with_new_numbers_is_still_checked(monkeypatch):
     for _ in range(2):  # a bad option is never remembered as built
         with pytest.raises(gd.UsageError, match="accumulator_dtype"):
             O.sgd(0.1, momentum=0.9, accumulator_dtype=jnp.int32)
+
+
+def test_the_same_immutable_arguments_give_back_the_rule_built_from_them(monkeypatch):
+    """A rule is a value: make() remembers the rules built from numbers, strings, None and
+    concrete jax.Arrays (by identity), so a sweep's grid is checked once; anything that
+    could change or differ (a NumPy array, -0.0, an int for a float, x64) is built anew."""
+    from gdjax.optim import _split
+
+    monkeypatch.setattr(_split, "_MADE", {})
+    lrs = jnp.asarray([0.1, 0.2, 0.3])
+    opt = O.sgd(lrs, momentum=0.9)
+    assert O.sgd(lrs, momentum=0.9) is opt
+    assert O.sgd(jnp.asarray([0.1, 0.2, 0.3]), momentum=0.9) is not opt  # another array
+    assert O.sgd(lrs, momentum=0.5) is not opt
+    assert O.adam(1e-3, nesterov=True) is O.adam(1e-3, nesterov=True)
+    host = np.asarray([0.1, 0.2])  # may be written to after the rule is built
+    assert O.sgd(host) is not O.sgd(host)
+    assert O.sgd(1.0) is not O.sgd(1)  # an int is not a float (the leaf is the same)
+    m0, m1 = O.sgd(0.1, momentum=0.0), O.sgd(0.1, momentum=-0.0)
+    assert m0 is not m1 and np.signbit(m1.hyperparams["momentum"])
+    with jax.enable_x64(True):
+        assert O.sgd(0.1).hyperparams["learning_rate"].dtype == np.float64
+    assert O.sgd(0.1).hyperparams["learning_rate"].dtype == np.float32
+    # a traced value is never remembered (it must not outlive its trace)
+    jax.jit(lambda lr: O.sgd(lr).hyperparams["learning_rate"])(jnp.float32(0.1))
+    kept = [v for _, args in _split._MADE.values() for v in args]
+    assert not any(isinstance(v, jax.core.Tracer) for v in kept)
+    # a deleted array is looked at again: the error, not the remembered rule
+    gone = jnp.asarray([0.1, 0.2])
+    O.sgd(gone)
+    gone.delete()
+    with pytest.raises(RuntimeError, match="deleted"):
+        O.sgd(gone)
+    # the memo is bounded
+    monkeypatch.setattr(_split, "_MADE_MAX", 4)
+    for i in range(10):
+        O.sgd(0.1 + i)
+    assert len(_split._MADE) <= 4

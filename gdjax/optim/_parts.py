@@ -174,6 +174,8 @@ def settings(opt: Any) -> dict[str, Any]:
     if num_settings(opt) is None or not isinstance(opt, Rule | Chain):
         return {}
     if isinstance(opt, Rule):
+        if opt._core.settings_ is not None:
+            return dict(opt._core.settings_)
         named = _named(opt)
     else:
         named = {}
@@ -181,4 +183,9 @@ def settings(opt: Any) -> dict[str, Any]:
             if label is not None:
                 named.update(_named(m, label + "."))
     varying = {n: v for n, v in named.items() if not is_concrete(v) or np.ptp(np.asarray(v)) != 0}
-    return varying or named
+    varying = varying or named
+    if isinstance(opt, Rule) and all(
+        isinstance(v, jax.Array) and is_concrete(v) for v in jax.tree.leaves(opt)
+    ):  # jax.Arrays cannot change: remember which of them vary
+        opt._core.settings_ = varying
+    return dict(varying)

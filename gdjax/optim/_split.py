@@ -37,6 +37,7 @@ from gdjax.optim._hyper import (
     check_one_setting,
     check_user_schedule,
     complement,
+    default_float,
     freeze,
     settings_count,
     show,
@@ -96,13 +97,14 @@ class _Core:
     """A rule's data; ``init``/``update`` are its bound methods (so the Rule compares and
     hashes by this object's identity, as a closure-built transformation does)."""
 
-    __slots__ = ("complements", "hyperparams", "k_", "name", "static", "transform_")
+    __slots__ = ("complements", "hyperparams", "k_", "name", "settings_", "static", "transform_")
 
     def __init__(self, name: str, hyperparams: Any, complements: Any, static: tuple) -> None:
         self.name, self.static = name, static
         self.hyperparams, self.complements = hyperparams, complements
         self.transform_ = None  # built on first use: unflatten must accept any leaves
         self.k_: Any = _UNKNOWN  # num_settings, counted on first use (the leaves are fixed)
+        self.settings_: dict[str, Any] | None = None  # gd.optim.settings, when immutable
 
     def num_settings(self) -> int | None:
         if self.k_ is _UNKNOWN:
@@ -238,8 +240,50 @@ def make(name: str, **args: Any) -> Rule:
     """Rule ``name`` from its arguments: numbers to checked leaves, the rest static.
 
     A rule function calls ``make(name, **locals())`` first thing after its checks, so
-    ``args`` are exactly its arguments.
+    ``args`` are exactly its arguments. A rule is a value: arguments that cannot change
+    (numbers, strings, None, concrete ``jax.Array`` values, by identity) give back the rule
+    built from them lately, checked once (a sweep's grid of 1,024 learning rates is
+    looked at once, not at every call that builds its rule again).
     """
+    key = _made_key(name, args)
+    made = None if key is None else _MADE.get(key)
+    if made is not None:
+        return made[0]
+    rule = _make(name, args)
+    if key is not None:
+        while len(_MADE) >= _MADE_MAX:
+            del _MADE[next(iter(_MADE))]  # the oldest
+        _MADE[key] = (rule, tuple(args.values()))  # held: their ids stay theirs
+    return rule
+
+
+def _made_key(name: str, args: Mapping[str, Any]) -> tuple | None:
+    """The memo key of a rule's arguments when none of them can change after the rule
+    is built: a Python number, string or None (by type and value), a concrete
+    ``jax.Array`` (by identity; immutable). None otherwise: a NumPy array can be written
+    to, a traced value must not outlive its trace, anything else is built anew."""
+    key: list[Any] = [name, default_float()]
+    for arg, v in args.items():
+        if isinstance(v, jax.Array):
+            if not is_concrete(v) or v.is_deleted():
+                return None
+            key.append((arg, id(v)))
+        elif type(v) is float:
+            key.append((arg, float, v.hex()))  # -0.0 is not 0.0
+        elif v is None or type(v) in (bool, int, str):
+            key.append((arg, type(v), v))
+        else:
+            return None
+    return tuple(key)
+
+
+#: Rules built lately, by :func:`_made_key` of their arguments: ``key -> (rule, args)``.
+_MADE: dict[tuple, tuple[Rule, tuple]] = {}
+_MADE_MAX = 256
+
+
+def _make(name: str, args: Mapping[str, Any]) -> Rule:
+    """The rule ``name`` from ``args``, checked and built (see :func:`make`)."""
     spec = _SPECS[name]
     hyper, comps, static = {}, {}, {}
     for arg, value in args.items():

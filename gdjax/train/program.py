@@ -21,7 +21,7 @@ Two variants of the step (``Program.careful``):
   record; a reduction over the buffer at the end would put the chunk over XLA's
   inline-execution threshold; a sum that overflows on finite losses only costs a
   replay), a sweep reduces its buffer (it runs on XLA's thread pool either way). The host
-  runs every chunk this way and reads its flags, never its loss buffer;
+  runs every chunk this way and reads its flags (a run's one), never scans its losses;
 * careful: a step whose loss or new parameters are not finite is not applied and the run
   freezes at the last finite parameters, recording the step. The host replays a chunk
   that diverged with this variant, from the chunk's start, so a diverged run keeps its
@@ -346,8 +346,8 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
         stopped = state.stopped | ~check(state.params)
         if batched:  # and a non-finite recorded loss (the records not made hold zeros)
             stopped = stopped | ~jnp.isfinite(losses).all(0)
-        else:
-            stopped = stopped | ~jnp.isfinite(total)
+        else:  # and inputs that were not finite (no step ran): one flag for the host
+            stopped = stopped | ~jnp.isfinite(total) | ~ok
         state = state._replace(stopped=stopped)
     # where the run ends here (all runs of a sweep reach n_steps together; one run may
     # also stop), the loss of its final parameters on the whole data, in this program

@@ -104,9 +104,10 @@ class Run:
                 return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
 
         def lean_diverged(s: State, outputs, n: int) -> bool:
-            # one host read of the chunk's flags (it checked its recorded losses itself)
-            stopped, ok = fetch((s.stopped, self.ok))
-            if not ok:  # nothing ran: say which input is not finite
+            # one host read of the chunk's flag (raised by its own checks of the recorded
+            # losses, the parameters and the inputs) with its losses
+            stopped, outputs[0] = fetch((s.stopped, outputs[0]))
+            if stopped and not fetch(self.ok):  # nothing ran: say which input is not finite
                 self.bad_input()
             self.clean = not stopped
             return not self.clean
