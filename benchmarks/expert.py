@@ -44,6 +44,11 @@ QUICK: dict[str, Any] = {
 
 N1_FLOPS = 80  # one forward and backward of the 2-2-2-1 network, by hand
 
+#: The rows of ~2 ms calls (the N1 fit, the short sweep) take this many times the
+#: rounds (63 by default, ~0.3 s): on a shared 2-core machine a median of 21 such
+#: rounds moved by ±5 % from one run to the next.
+SHORT = 3
+
 
 def expert_scan(loss_fn, opt, steps: int):
     """The expert's run: jit(scan(value_and_grad + optax)), recording every loss."""
@@ -109,7 +114,7 @@ def bench(
                 "fit": lambda: gd.fit(n1.loss, params, ours, batch, steps=steps).params,
                 "expert": lambda: scan(params, batch),
             },
-            repeats=repeats,
+            repeats=SHORT * repeats,
         )
         tf, te = median(t["fit"]), median(t["expert"])
         rows.append(
@@ -199,7 +204,7 @@ def bench(
             )
             return median(t["sweep"])
 
-        ts = sweep_row(settings, sweep_steps, repeats, goal="<= 1.0")
+        ts = sweep_row(settings, sweep_steps, SHORT * repeats, goal="<= 1.0")
         # ten times longer: the loops themselves, the fixed costs amortised
         sweep_row(settings, long_steps, max(3, repeats // 3))
         # a real size, where one vmap of every run slows down
