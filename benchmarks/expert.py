@@ -12,9 +12,10 @@ Rows (the goals of "Training engine v2"):
 * N1, 20,000 steps: warm ``gd.fit`` / warm expert scan (≤ 1.1), and both cold;
 * G3 on breast cancer: ``fit`` with a new ``gd.optim.adam(lr)`` each call, or a new
   ``steps``, against the same call warm (≤ 1.5: nothing recompiles);
-* N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0), the
-  same × 1,000 steps (where the loops, not the fixed costs, decide), 4,096 rates × 1,000
-  steps (a real size, where one ``vmap`` of every run slows down), and the sweep's
+* N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0; also
+  with the factory form ``gd.optim.sgd, learning_rates=``), the same × 1,000 steps
+  (where the loops, not the fixed costs, decide), 4,096 rates × 1,000 steps (a real
+  size, where one ``vmap`` of every run slows down), and the sweep's
   time per run-step against the arithmetic of one N1 step (~80 flops).
 """
 
@@ -179,32 +180,42 @@ def bench(
             )
 
         # ---- a sweep: N1 over many learning rates ------------------------------------
-        def sweep_row(n_lrs: int, n_steps: int, reps: int, goal: str = "") -> float:
-            """Time gd.sweep against the expert's vmap(scan) side by side; add the row."""
+        def sweep_row(
+            n_lrs: int, n_steps: int, reps: int, goal: str = "", factory: bool = False
+        ) -> float:
+            """Time gd.sweep against the expert's vmap(scan) side by side; add the row (and
+            with ``factory`` one for the factory form, ``gd.optim.sgd, learning_rates=``)."""
             lrs = jnp.asarray(np.geomspace(1e-3, 3.0, n_lrs), jnp.float32)
             scan = expert_sweep(n1.loss, n_steps)
 
             def ours():
                 return gd.sweep(n1.loss, params, gd.optim.sgd(lrs), batch, steps=n_steps).params
 
-            t = time_side_by_side(
-                {"sweep": ours, "expert": lambda: scan(lrs, params, batch)}, repeats=reps
-            )
-            rows.append(
-                cost_row(
-                    NAME,
-                    f"N1 sweep {n_lrs} lrs x {n_steps} steps / expert vmap(scan)",
-                    "gd.sweep",
-                    "vmap(scan), inject_hyperparams",
-                    median(t["sweep"]),
-                    median(t["expert"]),
-                    unit="call",
-                    goal=goal,
+            def ours_factory():
+                sgd = gd.optim.sgd
+                return gd.sweep(n1.loss, params, sgd, batch, steps=n_steps, learning_rates=lrs)
+
+            fns = {"sweep": ours, "expert": lambda: scan(lrs, params, batch)}
+            if factory:
+                fns["factory"] = lambda: ours_factory().params
+            t = time_side_by_side(fns, repeats=reps)
+            forms = [("sweep", "")] + ([("factory", ", factory form")] if factory else [])
+            for form, label in forms:
+                rows.append(
+                    cost_row(
+                        NAME,
+                        f"N1 sweep {n_lrs} lrs x {n_steps} steps{label} / expert vmap(scan)",
+                        "gd.sweep",
+                        "vmap(scan), inject_hyperparams",
+                        median(t[form]),
+                        median(t["expert"]),
+                        unit="call",
+                        goal=goal,
+                    )
                 )
-            )
             return median(t["sweep"])
 
-        ts = sweep_row(settings, sweep_steps, SHORT * repeats, goal="<= 1.0")
+        ts = sweep_row(settings, sweep_steps, SHORT * repeats, goal="<= 1.0", factory=True)
         # ten times longer: the loops themselves, the fixed costs amortised
         sweep_row(settings, long_steps, max(3, repeats // 3))
         # a real size, where one vmap of every run slows down

@@ -146,10 +146,42 @@ def test_diverged_runs_retire_with_their_last_finite_state():
     assert every.best_index is None and every.best == {}
 
 
+def test_a_rule_function_as_factory_is_one_rule_of_k_settings(run, monkeypatch):
+    """gd.sweep(..., gd.optim.adam, hyperparams=...) builds one rule of K settings (its
+    elements checked at once), not K rules: the same runs as the rule built by hand,
+    and as a factory of optax's own adam (traced settings) to float32 rounding."""
+    from gdjax.optim import _split
+
+    params, data = run
+    lrs, b1s = jnp.array([0.003, 0.01, 0.03]), jnp.array([0.8, 0.9, 0.95])
+    calls = []
+    spec = _split._SPECS["adam"]
+    counted = lambda **kw: calls.append(kw) or spec.public(**kw)  # noqa: E731
+    monkeypatch.setitem(_split._SPECS, "adam", _split._Spec(spec.build, spec.kinds, counted))
+    hyper = {"learning_rate": lrs, "b1": b1s}
+    as_factory = gd.sweep(loss, params, counted, data, steps=30, hyperparams=hyper)
+    assert len(calls) == 1 and calls[0]["learning_rate"] is lrs  # once, with the arrays
+    by_hand = gd.sweep(loss, params, gd.optim.adam(lrs, b1=b1s), data, steps=30)
+    np.testing.assert_array_equal(as_factory.losses, by_hand.losses)
+    assert set(as_factory.settings) == {"learning_rate", "b1"}
+    np.testing.assert_array_equal(as_factory.settings["b1"], b1s)
+    with jax.numpy_dtype_promotion("standard"):  # optax's own rules need it
+        optax_factory = gd.sweep(
+            loss, params, lambda learning_rate, b1: optax.adam(learning_rate, b1=b1), data,
+            steps=30, hyperparams=hyper,
+        )
+    np.testing.assert_allclose(as_factory.losses, optax_factory.losses, rtol=2e-5)
+
+
 def test_sweep_refuses_a_bad_setting_by_name():
     with pytest.raises(ValueError, match=r"setting 1 \(learning_rate=-0\.1\)"):
         gd.sweep(
             quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3, learning_rates=[0.1, -0.1]
+        )
+    with pytest.raises(ValueError, match=r"setting 2 \(learning_rate=nan\).*finite"):
+        gd.sweep(
+            quadratic, {"w": jnp.ones(2)}, gd.optim.sgd, None, steps=3,
+            learning_rates=[0.1, 0.2, float("nan")],
         )
     with pytest.raises(ValueError, match="momentum"):
         gd.sweep(

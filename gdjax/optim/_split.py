@@ -90,6 +90,11 @@ def register(name: str, build: Callable, kinds: Mapping[str, Kind], public: Call
     _SPECS[name] = _Spec(build, dict(kinds), public)
 
 
+def is_rule_function(fn: Any) -> bool:
+    """Whether ``fn`` is one of the rule functions (``gd.optim.sgd``, ``gd.optim.adam``, ...)."""
+    return any(spec.public is fn for spec in _SPECS.values())
+
+
 _UNKNOWN = object()
 
 
