@@ -173,6 +173,45 @@ def test_a_rule_function_as_factory_is_one_rule_of_k_settings(run, monkeypatch):
     np.testing.assert_allclose(as_factory.losses, optax_factory.losses, rtol=2e-5)
 
 
+def test_a_factory_written_again_is_the_same_program_and_checked_once(run, monkeypatch):
+    """A lambda evaluated again (a loop, a notebook cell) is the same code with the same
+    values: it neither compiles nor checks its settings again. Another closed-over value
+    is another program; a value that cannot be compared (an array) keeps identity."""
+    from gdjax.train import settings
+    from gdjax.train.factory import function_key
+
+    params, data = run
+    lrs = jnp.array([0.01, 0.03])
+    made, sgd = [], optax.sgd
+    monkeypatch.setattr(optax, "sgd", lambda *a, **k: made.append(a) or sgd(*a, **k))
+    monkeypatch.setattr(settings, "_CHECKED", {})
+
+    def factory_of(momentum):
+        return lambda learning_rate: optax.sgd(learning_rate, momentum)
+
+    def sweep(factory):
+        with jax.numpy_dtype_promotion("standard"):  # optax's own rules need it
+            return gd.sweep(loss, params, factory, data, steps=20, learning_rates=lrs)
+
+    first = sweep(factory_of(0.9))
+    before, built = compiles(), len(made)
+    assert built > 2  # each setting checked on the host, then the programs traced
+    again = sweep(factory_of(0.9))  # a new function object: the same code and values
+    assert compiles() == before and len(made) == built  # not compiled, not checked again
+    np.testing.assert_array_equal(again.losses, first.losses)
+    other = sweep(factory_of(0.5))  # another momentum: another program, checked again
+    assert compiles() == before + 1 and len(made) == 2 * built
+    assert not np.array_equal(other.losses, first.losses)
+
+    def closes_over_an_array(a):
+        return lambda learning_rate: optax.scale(-learning_rate * a[0])
+
+    f = closes_over_an_array(jnp.ones(2))
+    assert function_key(f) is f  # an array in its closure: compared by identity
+    assert function_key(factory_of(0.9)) == function_key(factory_of(0.9))
+    assert function_key(factory_of(0.9)) != function_key(factory_of(0.5))
+
+
 def test_sweep_refuses_a_bad_setting_by_name():
     with pytest.raises(ValueError, match=r"setting 1 \(learning_rate=-0\.1\)"):
         gd.sweep(

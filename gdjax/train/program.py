@@ -47,8 +47,8 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding
 
-from gdjax import optim
 from gdjax.train.dots import small_dots
+from gdjax.train.factory import optimizer_of
 
 Params = Any
 Data = Any
@@ -104,29 +104,6 @@ class Program:
 
     def optimizer(self, leaves: Any) -> optax.GradientTransformation:
         return optimizer_of(self.opt_static, leaves)
-
-
-def optimizer_of(opt_static: Any, leaves: Any) -> optax.GradientTransformation:
-    """The optimizer from its static part and its (traced) leaves."""
-    if isinstance(opt_static, Factory):
-        return opt_static(leaves)
-    return optim.combine(opt_static, leaves)
-
-
-@dataclasses.dataclass(frozen=True)
-class Factory:
-    """A sweep's optimizer factory as the static part: called with the (traced) settings."""
-
-    factory: Callable[..., Any]
-
-    def __call__(self, hyper: Any) -> optax.GradientTransformation:
-        opt = self.factory(**hyper)
-        if not isinstance(opt, optax.GradientTransformation):
-            raise TypeError(
-                "sweep: `optimizer(**hyperparams)` must return an optax.GradientTransformation, "
-                f"got {type(opt).__name__}."
-            )
-        return opt
 
 
 def loss_and_grads(prog: Program, params: Params, batch: Data) -> tuple[jax.Array, Params]:

@@ -13,7 +13,7 @@ import numpy as np
 from gdjax import optim
 from gdjax._validate import UsageError, check_finite
 from gdjax.optim._split import is_rule_function
-from gdjax.train.program import Factory
+from gdjax.train.factory import Factory
 
 __all__ = ["grid", "optimizer_parts"]
 
@@ -120,11 +120,22 @@ def optimizer_parts(optimizer, learning_rates, hyperparams):
             pass  # refused: the loop below names the first setting refused
         else:
             return static, leaves, settings, k
-    host = {n: np.asarray(v) for n, v in settings.items()}
-    for i in range(k):
-        try:
-            optimizer(**{n: v[i].item() for n, v in host.items()})
-        except (ValueError, TypeError) as err:
-            setting = ", ".join(f"{n}={v[i].item():g}" for n, v in host.items())
-            raise UsageError(f"sweep: setting {i} ({setting}) is refused: {err}") from None
-    return Factory(optimizer), settings, settings, k
+    factory = Factory(optimizer)
+    # the same factory on the same (immutable) arrays was checked before: not again
+    seen = (factory, tuple((n, id(v)) for n, v in settings.items()))
+    if seen not in _CHECKED:
+        host = {n: np.asarray(v) for n, v in settings.items()}
+        for i in range(k):
+            try:
+                optimizer(**{n: v[i].item() for n, v in host.items()})
+            except (ValueError, TypeError) as err:
+                setting = ", ".join(f"{n}={v[i].item():g}" for n, v in host.items())
+                raise UsageError(f"sweep: setting {i} ({setting}) is refused: {err}") from None
+        while len(_CHECKED) >= 64:
+            del _CHECKED[next(iter(_CHECKED))]  # the oldest
+        _CHECKED[seen] = tuple(settings.values())  # held: their ids stay theirs
+    return factory, settings, settings, k
+
+
+#: (factory, ids of its settings arrays) whose every setting passed: -> the arrays
+_CHECKED: dict[tuple, tuple] = {}

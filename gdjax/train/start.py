@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax.train.program import Params, Program, State, all_finite, optimizer_of
+from gdjax.train.factory import optimizer_of
+from gdjax.train.program import Params, Program, State, all_finite
 
 __all__ = ["compiled_start", "init_state", "keep"]
 
