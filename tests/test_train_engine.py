@@ -208,6 +208,14 @@ def test_a_factory_written_again_is_the_same_program_and_checked_once(run, monke
 
     f = closes_over_an_array(jnp.ones(2))
     assert function_key(f) is f  # an array in its closure: compared by identity
+    class Config:  # a bound method is its object's: never the same as another object's
+        def __init__(self, momentum):
+            self.momentum = momentum
+
+        def opt(self, learning_rate):
+            return optax.sgd(learning_rate, self.momentum)
+
+    assert function_key(Config(0.9).opt) != function_key(Config(0.5).opt)
     assert function_key(factory_of(0.9)) == function_key(factory_of(0.9))
     assert function_key(factory_of(0.9)) != function_key(factory_of(0.5))
 

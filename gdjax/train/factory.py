@@ -10,6 +10,7 @@ own key, compared by identity, as any other function in the key is.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +24,9 @@ __all__ = ["Factory", "function_key", "optimizer_of"]
 def function_key(fn: Callable[..., Any]) -> Any:
     """What makes ``fn`` the program it is: ``(code, defaults, closure values, values of
     the globals it names)`` when all of them hash, else ``fn`` itself (by identity)."""
-    code = getattr(fn, "__code__", None)
-    if code is None:  # a callable object, a builtin: itself
+    if not isinstance(fn, types.FunctionType):  # a bound method, a callable object: itself
         return fn
+    code = fn.__code__
     try:
         cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
         names = tuple((n, fn.__globals__[n]) for n in code.co_names if n in fn.__globals__)
