@@ -125,6 +125,9 @@ def test_a_rule_with_settings_sweeps_and_member_equals_fit(run):
         gd.fit(loss, params, gd.optim.adam(lrs), data, steps=5)
 
 
+SCALE = 1.0  # a global that a factory reads (test_a_factory_written_again_...)
+
+
 def quadratic(params, _):
     return 2.0 * jnp.sum(params["w"] ** 2)  # curvature 4: GD diverges above lr = 0.5
 
@@ -217,6 +220,10 @@ def test_a_factory_written_again_is_the_same_program_and_checked_once(run, monke
 
     assert function_key(Config(0.9).opt) != function_key(Config(0.5).opt)
     assert function_key(factory_of(0.9)) == function_key(factory_of(0.9))
+    inner = lambda: lambda learning_rate: optax.sgd(learning_rate * SCALE)  # noqa: E731
+    before = function_key(inner)
+    monkeypatch.setitem(globals(), "SCALE", 2.0)  # read by the function inside it
+    assert function_key(inner) != before
     assert function_key(factory_of(0.9)) != function_key(factory_of(0.5))
 
 

@@ -29,13 +29,23 @@ def function_key(fn: Callable[..., Any]) -> Any:
     code = fn.__code__
     try:
         cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
-        names = tuple((n, fn.__globals__[n]) for n in code.co_names if n in fn.__globals__)
+        names = tuple((n, fn.__globals__[n]) for n in _names(code) if n in fn.__globals__)
         kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
         key = (code, fn.__defaults__, kwdefaults, cells, names)
         hash(key)
     except (TypeError, ValueError):  # an unhashable value, or a cell not yet filled
         return fn
     return key
+
+
+def _names(code: types.CodeType) -> list[str]:
+    """The global (and attribute) names ``code`` reads, with those of the functions and
+    comprehensions defined inside it."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _names(const)
+    return names
 
 
 class Factory:
