@@ -83,6 +83,32 @@ def test_new_learning_rate_beta_steps_or_key_does_not_recompile(run):
     assert compiles() == mid + 1
 
 
+def test_new_schedule_constants_do_not_recompile(run):
+    """A schedule's numbers (initial value, decay rate, floor, peak) are leaves; its kind
+    and step counts are static (docs/optimizers.md, Schedules)."""
+    params, data = run
+    O = gd.optim
+
+    def fit(opt):
+        return gd.fit(loss, params, opt, data, steps=60)
+
+    fit(O.adam(O.exponential_decay(1e-2, 20, 0.5, end_value=1e-4), b1=0.9))
+    fit(O.sgd(O.warmup_cosine_decay_schedule(0.0, 0.1, 5, 50, end_value=0.0)))
+    before = compiles()
+    a = fit(O.adam(O.exponential_decay(3e-2, 20, 0.7, end_value=1e-3), b1=0.8))
+    b = fit(O.sgd(O.warmup_cosine_decay_schedule(0.01, 0.3, 5, 50, end_value=0.02)))
+    assert compiles() == before
+    # and the new numbers are the ones used: the expert's optax run of the same rule
+    for res, theirs in [
+        (a, optax.adam(optax.exponential_decay(3e-2, 20, 0.7, end_value=1e-3), b1=0.8)),
+        (b, optax.sgd(optax.warmup_cosine_decay_schedule(0.01, 0.3, 5, 50, end_value=0.02))),
+    ]:
+        _, losses = expert_scan(params, theirs, data, 60)
+        np.testing.assert_allclose(res.losses, losses, rtol=2e-5)
+    fit(O.sgd(O.warmup_cosine_decay_schedule(0.01, 0.3, 7, 50)))  # a step count: static
+    assert compiles() == before + 1
+
+
 def test_fit_equals_the_expert_scan(run, monkeypatch):
     # the same optax object in both: without the CPU rewrite of small products
     # (gdjax.train.dots), the engine adds nothing to the arithmetic
