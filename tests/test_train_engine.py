@@ -83,6 +83,27 @@ def test_new_learning_rate_beta_steps_or_key_does_not_recompile(run):
     assert compiles() == mid + 1
 
 
+def test_a_loss_written_again_is_the_same_program(run):
+    """``gd.fit(lambda p, b: ..., ...)`` in a loop: the same code and closed-over values
+    are the same program; another value (a new penalty) is another, and is the one used."""
+    params, data = run
+    results, counts = [], []
+
+    def penalised(lam):  # a new function object at every call
+        return lambda p, b: loss(p, b) + lam * jnp.sum(p["v"] ** 2)
+
+    for lam in (0.0, 0.0, 0.5, 0.5):
+        before = compiles()
+        results.append(gd.fit(penalised(lam), params, gd.optim.sgd(0.1), data, steps=30))
+        counts.append(compiles() - before)
+    assert counts[1] == 0 and counts[3] == 0 and counts[2] == 1
+    np.testing.assert_array_equal(results[0].losses, results[1].losses)
+    expected = gd.fit(lambda p, b: loss(p, b) + 0.5 * jnp.sum(p["v"] ** 2), params,
+                      gd.optim.sgd(0.1), data, steps=30)
+    np.testing.assert_array_equal(results[2].losses, expected.losses)
+    assert not np.array_equal(results[0].losses, results[2].losses)
+
+
 def test_new_schedule_constants_do_not_recompile(run):
     """A schedule's numbers (initial value, decay rate, floor, peak) are leaves; its kind
     and step counts are static (docs/optimizers.md, Schedules)."""
@@ -232,11 +253,14 @@ def test_a_factory_written_again_is_the_same_program_and_checked_once(run, monke
     assert compiles() == before + 1 and len(made) == 2 * built
     assert not np.array_equal(other.losses, first.losses)
 
-    def closes_over_an_array(a):
+    def closes_over(a):
         return lambda learning_rate: optax.scale(-learning_rate * a[0])
 
-    f = closes_over_an_array(jnp.ones(2))
-    assert function_key(f) is f  # an array in its closure: compared by identity
+    f = closes_over(np.ones(2))
+    assert function_key(f) is f  # a NumPy array may change: the function is its own key
+    a = jnp.ones(2)  # a jax.Array cannot: by identity
+    assert function_key(closes_over(a)) == function_key(closes_over(a))
+    assert function_key(closes_over(a)) != function_key(closes_over(jnp.ones(2)))
     class Config:  # a bound method is its object's: never the same as another object's
         def __init__(self, momentum):
             self.momentum = momentum

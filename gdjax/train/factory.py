@@ -1,24 +1,31 @@
-"""A sweep's optimizer factory as a static part, and the optimizer from a static part.
+"""The user's functions in the compile key: the loss, ``value_and_grad``, ``monitor``
+(:class:`Keyed`) and a sweep's optimizer factory (:class:`Factory`).
 
-A factory is part of the compile key. Two factories are the same key when they are the
-same function written once and evaluated again: the same code, the same values in its
-closure and its defaults, and the same values of the globals it names (a ``lambda``
-written inside a loop or a notebook cell is a new object at every pass, but it is not a
-new program). A value that cannot be hashed (an array, a list) makes the factory its
-own key, compared by identity, as any other function in the key is.
+Two functions are the same key when they are the same function written once and
+evaluated again: the same code, the same values in its closure and its defaults, and the
+same values of the globals it names (a ``lambda`` written inside a loop or a notebook
+cell is a new object at every pass, but it is not a new program). Values are compared
+by value when they hash, by identity when they cannot change (a concrete ``jax.Array``,
+a frozen dataclass such as a gdjax model); any other value (a NumPy array, a list, a
+dict: they may have changed), a bound method or a callable object makes the function
+its own key, compared by identity.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import optax
 
 from gdjax import optim
+from gdjax._validate import is_concrete
+from gdjax.optim._hyper import ById
 
-__all__ = ["Factory", "function_key", "optimizer_of"]
+__all__ = ["Factory", "Keyed", "function_key", "keyed", "optimizer_of"]
 
 
 def function_key(fn: Callable[..., Any]) -> Any:
@@ -28,14 +35,31 @@ def function_key(fn: Callable[..., Any]) -> Any:
         return fn
     code = fn.__code__
     try:
-        cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
-        names = tuple((n, fn.__globals__[n]) for n in _names(code) if n in fn.__globals__)
+        cells = tuple(_value(cell.cell_contents) for cell in fn.__closure__ or ())
+        names = tuple(
+            (n, _value(fn.__globals__[n])) for n in _names(code) if n in fn.__globals__
+        )
         kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
         key = (code, fn.__defaults__, kwdefaults, cells, names)
         hash(key)
     except (TypeError, ValueError):  # an unhashable value, or a cell not yet filled
         return fn
     return key
+
+
+def _value(x: Any) -> Any:
+    """``x`` as part of a function's key: itself when it hashes; by identity when it
+    cannot change (a concrete ``jax.Array``, a frozen dataclass such as a gdjax model);
+    else it raises TypeError (the function is then its own key)."""
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        pass
+    frozen = dataclasses.is_dataclass(x) and x.__dataclass_params__.frozen
+    if frozen or (isinstance(x, jax.Array) and is_concrete(x)):
+        return ById(x)
+    raise TypeError(f"{type(x).__name__} is compared by identity only")
 
 
 def _names(code: types.CodeType) -> list[str]:
@@ -46,6 +70,36 @@ def _names(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             names += _names(const)
     return names
+
+
+class Keyed:
+    """A user's function as part of the compile key: called as itself, compared by
+    :func:`function_key`; its attributes (``__name__``, ``__code__``) are its own."""
+
+    __slots__ = ("__weakref__", "fn", "key")  # weakref: JAX's caches hold functions so
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn, self.key = fn, function_key(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keyed) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fn, name)
+
+
+def keyed(fn: Any) -> Any:
+    """``fn`` as a :class:`Keyed` (None stays None)."""
+    return fn if fn is None or isinstance(fn, Keyed) else Keyed(fn)
 
 
 class Factory:

@@ -18,6 +18,7 @@ from gdjax._validate import UsageError, as_key, check_choice, check_int
 from gdjax.train import args as A
 from gdjax.train import dots, planner
 from gdjax.train import resume as R
+from gdjax.train.factory import keyed
 from gdjax.train.placement import place
 from gdjax.train.program import (
     LossFn,
@@ -98,7 +99,8 @@ def fit(
         every recorded step with a :class:`gdjax.train.StepInfo` (``t``, ``params``,
         ``grads``, ``updates``, ``loss``, ``batch``); its outputs come back stacked in
         ``FitResult.monitor`` (NumPy, aligned with ``losses``, NaN after divergence). It is
-        part of the compile key: pass the same function object to reuse the program.
+        part of the compile key, as ``loss_fn`` is, compared by its code and the values it
+        reads (:mod:`gdjax.train.factory`): written again, it reuses the program.
         See :mod:`gdjax.diagnostics` for ready-made monitors.
 
     Returns:
@@ -155,7 +157,7 @@ def fit(
                 held.enter_context(R.locked(path.parent))
         plan = _plan(
             (params_sig, data_sig, key is None),
-            loss_fn,
+            keyed(loss_fn),  # the same code and values: the same program (train/factory.py)
             params,
             opt_static,
             opt_leaves,
@@ -165,9 +167,9 @@ def fit(
             batch_size=batch_size,
             record_every=record_every,
             trajectory=bool(trajectory),
-            value_and_grad=value_and_grad,
+            value_and_grad=keyed(value_and_grad),
             chunk_size=chunk_size,
-            monitor=monitor,
+            monitor=keyed(monitor),
         )
         prog = plan.prog
         if mesh is not None:

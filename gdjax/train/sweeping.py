@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdjax._validate import UsageError, as_key, check_in_range, check_int
 from gdjax.train import args as A
 from gdjax.train import dots, planner
+from gdjax.train.factory import keyed
 from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
 from gdjax.train.pool import Pool, take
@@ -137,6 +138,10 @@ def sweep(
         raise UsageError(
             f"`monitor` must be a function monitor(info) -> pytree of arrays, got {monitor!r}."
         )
+    if value_and_grad is not None and not callable(value_and_grad):
+        raise UsageError("`value_and_grad` must be a function (params, batch) -> (loss, grads).")
+    # the same code and values: the same program (gdjax/train/factory.py)
+    loss_fn, value_and_grad, monitor = keyed(loss_fn), keyed(value_and_grad), keyed(monitor)
     if patience is not None:
         patience = check_int("patience", patience)
     check_in_range("min_delta", min_delta, 0.0, 1.0)
