@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,20 +32,27 @@ __all__ = ["Factory", "Keyed", "function_key", "keyed", "optimizer_of"]
 def function_key(fn: Callable[..., Any]) -> Any:
     """What makes ``fn`` the program it is: ``(code, defaults, closure values, values of
     the globals it names)`` when all of them hash, else ``fn`` itself (by identity)."""
-    if not isinstance(fn, types.FunctionType):  # a bound method, a callable object: itself
-        return fn
+    if not isinstance(fn, types.FunctionType) or fn in _BY_IDENTITY:
+        return fn  # a bound method, a callable object, or a function seen to read one
     code = fn.__code__
     try:
         cells = tuple(_value(cell.cell_contents) for cell in fn.__closure__ or ())
         names = tuple(
-            (n, _value(fn.__globals__[n])) for n in _names(code) if n in fn.__globals__
+            (n, _value(fn.__globals__[n])) for n in _names_of(code) if n in fn.__globals__
         )
         kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
-        key = (code, fn.__defaults__, kwdefaults, cells, names)
+        # the code by identity: a lambda evaluated again is made from the same code object
+        key = (ById(code), fn.__defaults__, kwdefaults, cells, names)
         hash(key)
     except (TypeError, ValueError):  # an unhashable value, or a cell not yet filled
+        _BY_IDENTITY.add(fn)  # (always a safe key: not looked at again)
         return fn
     return key
+
+
+#: Functions found to be their own key (the usual case of a model's loss: it reads a
+#: module's dict of activations), so that the next call does not look again.
+_BY_IDENTITY: weakref.WeakSet = weakref.WeakSet()
 
 
 def _value(x: Any) -> Any:
@@ -60,6 +68,19 @@ def _value(x: Any) -> Any:
     if frozen or (isinstance(x, jax.Array) and is_concrete(x)):
         return ById(x)
     raise TypeError(f"{type(x).__name__} is compared by identity only")
+
+
+def _names_of(code: types.CodeType) -> tuple[str, ...]:
+    """:func:`_names` of ``code``, each once, remembered per code object."""
+    hit = _NAMES.get(id(code))
+    if hit is None or hit[0] is not code:
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        hit = _NAMES[id(code)] = (code, tuple(dict.fromkeys(_names(code))))
+    return hit[1]
+
+
+_NAMES: dict[int, tuple[types.CodeType, tuple[str, ...]]] = {}
 
 
 def _names(code: types.CodeType) -> list[str]:
