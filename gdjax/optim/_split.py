@@ -256,8 +256,8 @@ def make(name: str, **args: Any) -> Rule:
         return made[0]
     rule = _make(name, args)
     if key is not None:
-        while len(_MADE) >= _MADE_MAX:
-            del _MADE[next(iter(_MADE))]  # the oldest
+        if len(_MADE) >= _MADE_MAX:  # (as _BUILT below)
+            _MADE.clear()
         _MADE[key] = (rule, tuple(args.values()))  # held: their ids stay theirs
     return rule
 
@@ -282,7 +282,8 @@ def _made_key(name: str, args: Mapping[str, Any]) -> tuple | None:
     return tuple(key)
 
 
-#: Rules built lately, by :func:`_made_key` of their arguments: ``key -> (rule, args)``.
+#: Rules built lately, by :func:`_made_key` of their arguments: ``key -> (rule, args)``
+#: (emptied when full).
 _MADE: dict[tuple, tuple[Rule, tuple]] = {}
 _MADE_MAX = 256
 

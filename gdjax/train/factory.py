@@ -106,7 +106,7 @@ class Keyed:
         return self.fn(*args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Keyed) and self.key == other.key
+        return type(other) is Keyed and self.key == other.key
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -123,26 +123,19 @@ def keyed(fn: Any) -> Any:
     return fn if fn is None or isinstance(fn, Keyed) else Keyed(fn)
 
 
-class Factory:
+class Factory(Keyed):
     """A sweep's optimizer factory as the static part: called with the (traced) settings,
-    compared by :func:`function_key`."""
+    compared as a :class:`Keyed` function is."""
 
-    __slots__ = ("factory", "key")
-
-    def __init__(self, factory: Callable[..., Any]) -> None:
-        self.factory, self.key = factory, function_key(factory)
+    __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Factory) and self.key == other.key
 
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        return f"Factory({getattr(self.factory, '__qualname__', self.factory)!r})"
+    __hash__ = Keyed.__hash__
 
     def __call__(self, hyper: Any) -> optax.GradientTransformation:
-        opt = self.factory(**hyper)
+        opt = self.fn(**hyper)
         if not isinstance(opt, optax.GradientTransformation):
             raise TypeError(
                 "sweep: `optimizer(**hyperparams)` must return an optax.GradientTransformation, "

@@ -14,6 +14,7 @@ from gdjax import optim
 from gdjax._validate import UsageError, check_finite
 from gdjax.optim._split import is_rule_function
 from gdjax.train.factory import Factory
+from gdjax.train.planner import remember
 
 __all__ = ["grid", "optimizer_parts"]
 
@@ -131,9 +132,7 @@ def optimizer_parts(optimizer, learning_rates, hyperparams):
             except (ValueError, TypeError) as err:
                 setting = ", ".join(f"{n}={v[i].item():g}" for n, v in host.items())
                 raise UsageError(f"sweep: setting {i} ({setting}) is refused: {err}") from None
-        while len(_CHECKED) >= 64:
-            del _CHECKED[next(iter(_CHECKED))]  # the oldest
-        _CHECKED[seen] = tuple(settings.values())  # held: their ids stay theirs
+        remember(_CHECKED, seen, tuple(settings.values()), limit=64)  # held: ids stay theirs
     return factory, settings, settings, k
 
 
