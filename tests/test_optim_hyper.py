@@ -75,8 +75,8 @@ def test_jit_traces_once_per_static_setting():
         [O.adam(1e-3), O.adam(3e-3, b1=0.8), O.adam(1e-2, b2=0.99, eps=1e-6, eps_root=1e-9)],
         [O.sgd(0.1, momentum=0.9), O.sgd(0.3, momentum=0.5)],
         [O.sgd(0.1, momentum=0.9, nesterov=True)],  # another option: another program
-        [O.adam(O.cosine_decay(0.1, 100)), O.adam(O.cosine_decay(0.3, 100, alpha=0.1))],
-        [O.adam(O.cosine_decay(0.1, 200))],  # a step count is static
+        [O.adam(O.cosine_decay(0.1, 100)), O.adam(O.cosine_decay(0.3, 100, alpha=0.1)),
+         O.adam(O.cosine_decay(0.1, 200))],  # a step count is a number too
         [O.adamw(0.1, weight_decay=0.1, mask={"w": True, "b": False}),
          O.adamw(0.2, weight_decay=0.3, mask={"w": True, "b": False})],
     ]  # fmt: skip
@@ -103,7 +103,8 @@ def test_static_part_is_a_cache_key():
     assert O.partition(O.adam(0.1))[0] != O.partition(O.adam(0.1, mu_dtype=jnp.bfloat16))[0]
     schedule = O.partition(O.sgd(O.exponential_decay(0.1, 10, 0.5)))[0]
     assert schedule != s1 and schedule == O.partition(O.sgd(O.exponential_decay(1, 10, 0.9)))[0]
-    assert schedule != O.partition(O.sgd(O.exponential_decay(0.1, 20, 0.5)))[0]
+    assert schedule == O.partition(O.sgd(O.exponential_decay(0.1, 20, 0.5)))[0]  # a leaf
+    assert schedule != O.partition(O.sgd(O.exponential_decay(0.1, 20, 0.5, staircase=True)))[0]
 
 
 def test_a_schedule_function_of_your_own_is_static_by_identity():

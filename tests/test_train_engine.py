@@ -104,9 +104,10 @@ def test_a_loss_written_again_is_the_same_program(run):
     assert not np.array_equal(results[0].losses, results[2].losses)
 
 
-def test_new_schedule_constants_do_not_recompile(run):
-    """A schedule's numbers (initial value, decay rate, floor, peak) are leaves; its kind
-    and step counts are static (docs/optimizers.md, Schedules)."""
+def test_new_schedule_numbers_and_step_counts_do_not_recompile(run):
+    """A schedule's numbers (initial value, decay rate, floor, peak) and its step counts
+    (transition_steps, warmup/decay steps, boundaries) are leaves; its kind and options
+    (staircase) are static (docs/optimizers.md, Schedules)."""
     params, data = run
     O = gd.optim
 
@@ -115,19 +116,46 @@ def test_new_schedule_constants_do_not_recompile(run):
 
     fit(O.adam(O.exponential_decay(1e-2, 20, 0.5, end_value=1e-4), b1=0.9))
     fit(O.sgd(O.warmup_cosine_decay_schedule(0.0, 0.1, 5, 50, end_value=0.0)))
+    fit(O.sgd(O.piecewise_constant(0.1, {10: 0.5, 30: 0.1})))
     before = compiles()
-    a = fit(O.adam(O.exponential_decay(3e-2, 20, 0.7, end_value=1e-3), b1=0.8))
-    b = fit(O.sgd(O.warmup_cosine_decay_schedule(0.01, 0.3, 5, 50, end_value=0.02)))
+    a = fit(O.adam(O.exponential_decay(3e-2, 15, 0.7, 4, end_value=1e-3), b1=0.8))
+    b = fit(O.sgd(O.warmup_cosine_decay_schedule(0.01, 0.3, 7, 45, end_value=0.02)))
+    c = fit(O.sgd(O.piecewise_constant(0.2, {40: 0.2, 5: 0.5})))
     assert compiles() == before
     # and the new numbers are the ones used: the expert's optax run of the same rule
     for res, theirs in [
-        (a, optax.adam(optax.exponential_decay(3e-2, 20, 0.7, end_value=1e-3), b1=0.8)),
-        (b, optax.sgd(optax.warmup_cosine_decay_schedule(0.01, 0.3, 5, 50, end_value=0.02))),
+        (a, optax.adam(optax.exponential_decay(3e-2, 15, 0.7, 4, end_value=1e-3), b1=0.8)),
+        (b, optax.sgd(optax.warmup_cosine_decay_schedule(0.01, 0.3, 7, 45, end_value=0.02))),
+        (c, optax.sgd(optax.piecewise_constant_schedule(0.2, {5: 0.5, 40: 0.2}))),
     ]:
         _, losses = expert_scan(params, theirs, data, 60)
         np.testing.assert_allclose(res.losses, losses, rtol=2e-5)
-    fit(O.sgd(O.warmup_cosine_decay_schedule(0.01, 0.3, 7, 50)))  # a step count: static
-    assert compiles() == before + 1
+    fit(O.adam(O.exponential_decay(1e-2, 20, 0.5, end_value=1e-4, staircase=True), b1=0.9))
+    assert compiles() == before + 1  # an option: static
+
+
+def test_a_sweep_over_step_counts_is_one_program(run):
+    """K decay lengths in one rule (or through a factory) are K runs of one program, run
+    i equal to fit with decay length i."""
+    params, data = run
+    O = gd.optim
+    lengths = jnp.asarray([10.0, 30.0, 60.0])
+    runs = gd.sweep(loss, params, O.sgd(O.cosine_decay(0.3, lengths, alpha=0.1)), data, steps=60)
+    again = gd.sweep(
+        loss,
+        params,
+        lambda decay_steps: O.sgd(O.cosine_decay(0.3, decay_steps, alpha=0.1)),
+        data,
+        steps=60,
+        hyperparams={"decay_steps": lengths},
+    )
+    for i, t in enumerate([10, 30, 60]):
+        alone = gd.fit(loss, params, O.sgd(O.cosine_decay(0.3, t, alpha=0.1)), data, steps=60)
+        np.testing.assert_allclose(runs.runs.losses[i], alone.losses, rtol=1e-5)
+        np.testing.assert_allclose(again.runs.losses[i], alone.losses, rtol=1e-5)
+    assert not np.allclose(runs.runs.losses[0], runs.runs.losses[2])
+    with pytest.raises(gd.UsageError, match=r"`decay_steps\[1\]` must be a whole number"):
+        O.cosine_decay(0.3, jnp.asarray([10.0, 2.5]))
 
 
 def test_fit_equals_the_expert_scan(run, monkeypatch):

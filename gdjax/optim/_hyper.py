@@ -237,6 +237,8 @@ def show(v: Any) -> str:
         return f"{float(a):g}" if a.ndim == 0 else f"[{', '.join(f'{x:g}' for x in a)}]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k!r}: {show(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if callable(v) and not isinstance(v, type) and not hasattr(v, "kind"):
         return getattr(v, "__qualname__", type(v).__name__)
     return repr(v)

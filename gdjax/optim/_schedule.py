@@ -1,9 +1,10 @@
 r"""The machinery under every gdjax schedule: :class:`PytreeSchedule` and its checks.
 
 A schedule is a pure function of the step count :math:`t = 0, 1, 2, \ldots` and a pytree:
-its numbers are leaves, its kind and step counts static. :mod:`gdjax.optim.schedules`
-defines the formulas and registers each with :func:`register_kind`, together with the
-steps at which its value can change course (its *breakpoints*). Every formula is linear,
+its numbers, step counts included, are leaves; its kind (and the number of its pieces)
+static. :mod:`gdjax.optim.schedules` defines the formulas and registers each with
+:func:`register_kind`, together with the steps at which its value can change course (its
+*breakpoints*). Every formula is linear,
 cosine, polynomial or exponential between consecutive breakpoints, so its extremes over
 all steps lie at a breakpoint or at the far end; :func:`check_schedule_values` looks there
 when the schedule is used as a learning rate or a weight decay.
@@ -29,18 +30,21 @@ from gdjax.optim._hyper import (
     show,
     thaw,
 )
-from gdjax.optim._util import Scalar
+from gdjax.optim._util import Scalar, check_steps
 
 __all__ = [
     "FAR",
     "PytreeSchedule",
     "check_real",
     "check_schedule_values",
+    "count_leaf",
     "evaluate",
     "make_schedule",
     "register_kind",
     "schedule_arg",
+    "shift",
     "shifted",
+    "steps_as",
     "time_of",
 ]
 
@@ -52,16 +56,17 @@ _BREAKPOINTS: dict[str, Callable[..., list[int]]] = {}
 
 def register_kind(kind: str, formula: Callable, breakpoints: Callable) -> None:
     """Declare schedule ``kind``: ``formula(count, **values, **static)`` and
-    ``breakpoints(values, **static) -> [steps]``."""
+    ``breakpoints(values, **static) -> [steps]`` (numbers, or 1-D arrays for K settings)."""
     _FORMULAS[kind], _BREAKPOINTS[kind] = formula, breakpoints
 
 
 class PytreeSchedule:
     """A gdjax schedule: ``schedule(count)``, and a pytree of its numeric constants.
 
-    ``kind`` and ``static`` (step counts, flags) are the pytree's aux data, ``values``
-    (a dict of float leaves, or nested schedules) its children. Two schedules of the same
-    kind and step counts have equal tree structures whatever their numbers.
+    ``kind`` and ``static`` (flags, a function of your own) are the pytree's aux data,
+    ``values`` (a dict of float leaves, tuples of them, or nested schedules) its children;
+    step counts are leaves too. Two schedules of the same kind (and number of pieces)
+    have equal tree structures whatever their numbers.
     """
 
     __slots__ = ("__weakref__", "kind", "static", "values")  # weakref: jax.jit(schedule)
@@ -85,11 +90,18 @@ class PytreeSchedule:
         """K for a schedule of K settings (1-D leaves), None for one schedule."""
         return settings_count(self.values)
 
-    def breakpoints(self) -> list[int]:
-        """The steps at which the value may change course, 0 and the far end included."""
+    def points(self) -> list[Any]:
+        """The breakpoints as the formula states them: numbers, or (K,) arrays."""
         statics = {name: thaw(v) for name, v in self.static}
-        steps = {0, FAR, *_BREAKPOINTS[self.kind](self.values, **statics)}
-        return sorted(s for s in steps if 0 <= s <= FAR)
+        return _BREAKPOINTS[self.kind](self.values, **statics)
+
+    def breakpoints(self) -> list[int]:
+        """The steps at which the value may change course, 0 and the far end included
+        (for K settings, those of every setting); needs concrete step counts."""
+        points = [np.ravel(np.asarray(p, np.float64)) for p in self.points()]
+        steps = np.concatenate([np.asarray([0.0, FAR]), *points])
+        steps = steps[(steps >= 0) & (steps <= FAR)]
+        return [int(s) for s in np.unique(np.round(steps))]
 
     def __repr__(self) -> str:
         args = [f"{k}={show(thaw(v))}" for k, v in (*self.values.items(), *self.static)]
@@ -131,13 +143,16 @@ def check_real(arg: str, value: Any) -> None:
 
 
 def make_schedule(
-    kind: str, numeric: Mapping[str, tuple[Any, Callable]], static: Mapping[str, Any]
+    kind: str,
+    numeric: Mapping[str, tuple[Any, Callable]],
+    static: Mapping[str, Any],
+    steps: Mapping[str, Any] = {},
 ) -> PytreeSchedule:
     """Validate each number (each element of a 1-D one) and build the schedule.
 
     ``numeric`` maps a name to ``(value, check)``; a value that is a gdjax schedule is
-    kept as a nested pytree, a dict (piecewise factors by boundary) as a dict of leaves,
-    ``None`` as static.
+    kept as a nested pytree, a tuple as a tuple of leaves, ``None`` as static. ``steps``
+    maps a name to its step-count leaf (or tuple of them), made by :func:`count_leaf`.
     """
     values, statics = {}, dict(static)
     for name, (value, check) in numeric.items():
@@ -145,10 +160,11 @@ def make_schedule(
             statics[name] = None
         elif isinstance(value, PytreeSchedule):
             values[name] = value
-        elif isinstance(value, dict):
-            values[name] = {b: _leaf(f"{name}[{b}]", v, check) for b, v in value.items()}
+        elif isinstance(value, tuple):
+            values[name] = tuple(_leaf(f"{name}[{i}]", v, check) for i, v in enumerate(value))
         else:
             values[name] = _leaf(name, value, check)
+    values.update(steps)
     values = broadcast_settings(values, settings_count(values))
     return PytreeSchedule(kind, values, tuple(sorted((n, freeze(v)) for n, v in statics.items())))
 
@@ -159,9 +175,38 @@ def _leaf(arg: str, value: Any, check: Callable[[str, Any], None]) -> Any:
     return leaf
 
 
+def count_leaf(arg: str, value: Any, *, allow_zero: bool = False) -> Any:
+    """A step count as a float leaf: an int, or a float or an array of whole numbers (0-d,
+    or 1-D for K settings, as a sweep passes them; every concrete element checked)."""
+    if not isinstance(value, float | np.floating | np.ndarray | jax.Array):
+        check_steps(arg, value, allow_zero=allow_zero)  # an int, or refused by name
+    leaf = as_leaf(arg, value)
+    if is_concrete(leaf):
+        least = 0 if allow_zero else 1
+        a = np.ravel(np.asarray(leaf, np.float64))
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < least)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            name = arg if np.ndim(leaf) == 0 else f"{arg}[{i}]"
+            raise UsageError(f"`{name}` must be a whole number of steps >= {least}, got {a[i]:g}.")
+    return leaf
+
+
 def time_of(count: jax.Array | int, *values: Scalar) -> jax.Array:
     """The step count as a float of the values' common dtype."""
     return jnp.asarray(count).astype(jnp.result_type(*values, float))
+
+
+def steps_as(t: jax.Array, *counts: Any) -> Any:
+    """Step-count leaves in ``t``'s float dtype (as a Python int there was)."""
+    out = tuple(jnp.asarray(c).astype(t.dtype) for c in counts)
+    return out[0] if len(out) == 1 else out
+
+
+def shift(count: Any, by: Any) -> jax.Array:
+    """``max(count - by, 0)`` in the count's own dtype (an int stays an int)."""
+    count = jnp.asarray(count)
+    return jnp.maximum(count - jnp.asarray(by).astype(count.dtype), 0)
 
 
 def check_schedule_values(
@@ -179,15 +224,18 @@ def check_schedule_values(
     steps = schedule.breakpoints()
     k = num_settings_of(schedule)
 
-    def at(t: int) -> np.ndarray:
-        count = jnp.asarray(t, jnp.int32)
+    def at(count: jax.Array) -> jax.Array:
         if k is None:
-            return np.asarray(evaluate(schedule, count), np.float64)
-        return np.asarray(jax.vmap(lambda s: evaluate(s, count))(schedule), np.float64)
+            return evaluate(schedule, count)
+        return jax.vmap(lambda s: evaluate(s, count))(schedule)
 
     try:
         with jax.ensure_compile_time_eval():  # concrete even while an outer jit traces
-            values = np.stack([at(t) for t in steps]).reshape(len(steps), -1)
+            if len(steps) <= _ONE_BY_ONE:  # a function of your own may branch on the count
+                rows = [at(jnp.asarray(t, jnp.int32)) for t in steps]
+            else:  # K settings of step counts: their breakpoints at once
+                rows = [jax.vmap(at)(jnp.asarray(steps, jnp.int32))]
+            values = np.concatenate([np.asarray(r, np.float64).reshape(-1, k or 1) for r in rows])
     except (
         jax.errors.ConcretizationTypeError,
         jax.errors.TracerArrayConversionError,
@@ -212,10 +260,15 @@ def check_schedule_values(
         )
 
 
-def shifted(schedule: Any, by: int) -> list[int]:
-    """The breakpoints of ``schedule`` (a gdjax one, else only its start), moved by ``by``."""
-    inner = schedule.breakpoints() if isinstance(schedule, PytreeSchedule) else [0]
-    return [by + b for b in inner]
+_ONE_BY_ONE = 64  # breakpoints evaluated one at a time up to this many
+
+
+def shifted(schedule: Any, by: Any) -> list[Any]:
+    """The breakpoints of ``schedule`` (a gdjax one, else only its start), moved by ``by``
+    (a step-count leaf: setting by setting for K settings)."""
+    inner = schedule.points() if isinstance(schedule, PytreeSchedule) else [0]
+    start = np.asarray(by, np.float64)
+    return [start, *(start + np.asarray(b, np.float64) for b in inner)]
 
 
 def schedule_arg(arg: str, value: Any) -> Any:

@@ -10,19 +10,23 @@ import math
 from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
-from gdjax._validate import UsageError
+from gdjax._validate import UsageError, is_concrete
 from gdjax.optim._schedule import (
     PytreeSchedule,
     check_real,
+    count_leaf,
     evaluate,
     make_schedule,
     register_kind,
     schedule_arg,
+    shift,
     shifted,
+    steps_as,
     time_of,
 )
-from gdjax.optim._util import Scalar, Schedule, as_float, check_steps
+from gdjax.optim._util import Scalar, Schedule, as_float
 
 __all__ = ["join_schedules", "warmup_cosine_decay_schedule"]
 
@@ -34,8 +38,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
        \qquad (b_{-1} = 0)
 
     as optax's ``join_schedules``: ``len(boundaries) == len(schedules) - 1``, boundaries
-    increasing whole numbers. gdjax schedules are part of the pytree; functions of your
-    own are static.
+    increasing whole numbers (leaves: a new boundary is not a new program). gdjax
+    schedules are part of the pytree; functions of your own are static.
     """
     if not isinstance(schedules, list | tuple) or not schedules:
         raise UsageError(f"`schedules` must be a non-empty list of schedules, got {schedules!r}.")
@@ -46,11 +50,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
             f"`boundaries` has {len(boundaries)} steps for {len(schedules)} schedules; give "
             f"one boundary between each two schedules ({len(schedules) - 1})."
         )
-    for i, b in enumerate(boundaries):
-        check_steps(f"boundaries[{i}]", b, allow_zero=True)
-    bounds = [int(b) for b in boundaries]
-    if any(b1 <= b0 for b0, b1 in itertools.pairwise(bounds)):
-        raise UsageError(f"`boundaries` must increase, got {list(bounds)}.")
+    bounds = tuple(
+        count_leaf(f"boundaries[{i}]", b, allow_zero=True) for i, b in enumerate(boundaries)
+    )
+    if all(is_concrete(b) for b in bounds) and any(
+        np.any(np.asarray(b1) <= np.asarray(b0)) for b0, b1 in itertools.pairwise(bounds)
+    ):
+        raise UsageError(f"`boundaries` must increase, got {list(boundaries)}.")
     numeric, own = {}, []
     for i, sched in enumerate(schedules):
         schedule_arg(f"schedules[{i}]", sched)
@@ -58,8 +64,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
             numeric[f"s{i:03d}"] = (sched, None)
         else:
             own.append((i, sched))
-    static = {"boundaries": tuple(bounds), "own": tuple(own), "n": len(schedules)}
-    return make_schedule("join_schedules", numeric, static)
+    static = {"own": tuple(own), "n": len(schedules)}
+    return make_schedule("join_schedules", numeric, static, {"boundaries": bounds})
 
 
 def _join(count, boundaries, own, n, **nested):
@@ -67,15 +73,16 @@ def _join(count, boundaries, own, n, **nested):
     count = jnp.asarray(count)
     value = as_float(evaluate(parts[0], count))
     for i, b in enumerate(boundaries, start=1):
-        later = as_float(evaluate(parts[i], jnp.maximum(count - b, 0)))
-        value = jnp.where(count < b, value, later.astype(value.dtype))
+        later = as_float(evaluate(parts[i], shift(count, b)))
+        before = count < jnp.asarray(b).astype(count.dtype)
+        value = jnp.where(before, value, later.astype(value.dtype))
     return value
 
 
-def _join_breakpoints(values, boundaries, own, n):
-    parts = {**{int(k[1:]): s for k, s in values.items()}, **dict(own)}
-    starts = [0, *boundaries]
-    return [*boundaries, *(p for i in range(n) for p in shifted(parts[i], starts[i]))]
+def _join_breakpoints(values, own, n):
+    parts = {**{int(k[1:]): s for k, s in values.items() if k != "boundaries"}, **dict(own)}
+    starts = [0, *values["boundaries"]]
+    return [p for i in range(n) for p in shifted(parts[i], starts[i])]
 
 
 register_kind("join_schedules", _join, _join_breakpoints)
@@ -100,9 +107,12 @@ def warmup_cosine_decay_schedule(
     the warmup, as optax's), :math:`p` = ``exponent``. As optax's, a ``peak_value`` of 0
     gives 0 after the warmup whatever ``end_value`` is.
     """
-    check_steps("warmup_steps", warmup_steps, allow_zero=True)
-    check_steps("decay_steps", decay_steps)
-    if decay_steps <= warmup_steps:
+    steps = {
+        "warmup_steps": count_leaf("warmup_steps", warmup_steps, allow_zero=True),
+        "decay_steps": count_leaf("decay_steps", decay_steps),
+    }
+    w, d = steps["warmup_steps"], steps["decay_steps"]
+    if is_concrete(w) and is_concrete(d) and np.any(np.asarray(d) <= np.asarray(w)):
         raise UsageError(
             f"`decay_steps` ({decay_steps}) must exceed `warmup_steps` ({warmup_steps}): it "
             f"is the schedule's whole length, warmup included."
@@ -113,22 +123,22 @@ def warmup_cosine_decay_schedule(
         "end_value": (end_value, check_real),
         "exponent": (exponent, check_real),
     }
-    static = {"warmup_steps": int(warmup_steps), "decay_steps": int(decay_steps)}
-    return make_schedule("warmup_cosine_decay_schedule", numeric, static)
+    return make_schedule("warmup_cosine_decay_schedule", numeric, {}, steps)
 
 
 def _warmup_cosine(count, init_value, peak_value, end_value, exponent, warmup_steps, decay_steps):
     t = time_of(count, init_value, peak_value, end_value, exponent)
-    ramp = init_value + (peak_value - init_value) * (t / max(warmup_steps, 1))
-    span = float(decay_steps - warmup_steps)
-    c = 0.5 * (1 + jnp.cos(math.pi * jnp.clip(t - warmup_steps, 0, span) / span))
+    warmup = steps_as(t, warmup_steps)
+    span = jnp.asarray(decay_steps - warmup_steps).astype(t.dtype)  # exact in the leaves' dtype
+    ramp = init_value + (peak_value - init_value) * (t / jnp.maximum(warmup, 1))
+    c = 0.5 * (1 + jnp.cos(math.pi * jnp.clip(t - warmup, 0, span) / span))
     cosine = (peak_value - end_value) * c**exponent + end_value
     cosine = jnp.where(peak_value == 0, jnp.zeros_like(cosine), cosine)  # optax: alpha = 0
-    return jnp.where(t < warmup_steps, ramp, cosine)
+    return jnp.where(t < warmup, ramp, cosine)
 
 
 register_kind(
     "warmup_cosine_decay_schedule",
     _warmup_cosine,
-    lambda values, warmup_steps, decay_steps: [warmup_steps, decay_steps],
+    lambda values: [values["warmup_steps"], values["decay_steps"]],
 )

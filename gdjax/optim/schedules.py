@@ -3,16 +3,19 @@ r"""Learning-rate schedules: functions of the step count :math:`t = 0, 1, 2, \ld
 Pass one anywhere a learning rate (or AdamW's weight decay) is accepted; the optimizer's
 state carries the count. Each is a :class:`PytreeSchedule`: callable as ``schedule(t)``,
 and a JAX pytree whose leaves are its numbers (``init_value``, ``decay_rate``, ``alpha``,
-...) while its kind and its step counts (``transition_steps``, ``decay_steps``, the
-boundaries of :func:`piecewise_constant`) are static. So an optimizer with a schedule is
-data like any other (:mod:`gdjax.optim._split`), a number may be traced, and a 1-D array
-of K numbers makes K schedules for ``jax.vmap``. Names and arguments follow optax's
+...) and its step counts (``transition_steps``, ``decay_steps``, the boundaries of
+:func:`piecewise_constant`), while its kind is static. So an optimizer with a schedule is
+data like any other (:mod:`gdjax.optim._split`): a new decay rate or a new
+``decay_steps`` runs the same compiled program, a number may be traced, and a 1-D array
+of K numbers (or step counts) makes K schedules for ``jax.vmap``. Names and arguments follow optax's
 schedules; like optax's, a schedule's values may be negative (a schedule can drive any
 scalar), but a rule refuses one whose value as a learning rate or weight decay is
 negative at any breakpoint (see :func:`gdjax.optim._schedule.check_schedule_values`).
-Step counts must be whole numbers: ``transition_steps`` and ``decay_steps`` at least 1,
-``transition_begin`` at least 0 (optax turns the first into a constant schedule and the
-second into 0, with a warning; gdjax refuses both, see docs/conventions.md).
+Step counts must be whole numbers (a Python int, or an array of whole numbers; stored as
+floats of the schedule's dtype, as the formulas use them): ``transition_steps`` and
+``decay_steps`` at least 1, ``transition_begin`` at least 0 (optax turns the first into a
+constant schedule and the second into 0, with a warning; gdjax refuses both, see
+docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -21,19 +24,23 @@ import math
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from gdjax._validate import UsageError, check_bool, check_positive, is_concrete
 from gdjax.optim._schedule import (
     PytreeSchedule,
     check_real,
+    count_leaf,
     evaluate,
     make_schedule,
     register_kind,
     schedule_arg,
+    shift,
     shifted,
+    steps_as,
     time_of,
 )
-from gdjax.optim._util import Scalar, Schedule, as_float, check_steps
+from gdjax.optim._util import Scalar, Schedule, as_float
 
 __all__ = [
     "PytreeSchedule",
@@ -92,27 +99,26 @@ def exponential_decay(
     it, the formula a drop to 0 after one step; say which with :func:`constant` or
     :func:`piecewise_constant`.
     """
-    check_steps("transition_steps", transition_steps)
-    check_steps("transition_begin", transition_begin, allow_zero=True)
+    steps = {
+        "transition_steps": count_leaf("transition_steps", transition_steps),
+        "transition_begin": count_leaf("transition_begin", transition_begin, allow_zero=True),
+    }
     check_bool("staircase", staircase)
     numeric = {
         "init_value": (init_value, check_real),
         "decay_rate": (decay_rate, _decay_rate),
         "end_value": (end_value, check_real),
     }
-    static = {
-        "transition_steps": int(transition_steps),
-        "transition_begin": int(transition_begin),
-        "staircase": bool(staircase),
-    }
-    return make_schedule("exponential_decay", numeric, static)
+    static = {"staircase": bool(staircase)}
+    return make_schedule("exponential_decay", numeric, static, steps)
 
 
 def _exponential_decay(
     count, init_value, decay_rate, end_value, transition_steps, transition_begin, staircase
 ):
     t = time_of(count, init_value, decay_rate)
-    exponent = jnp.maximum(t - transition_begin, 0) / transition_steps
+    begin, span = steps_as(t, transition_begin, transition_steps)
+    exponent = jnp.maximum(t - begin, 0) / span
     if staircase:
         exponent = jnp.floor(exponent)
     value = init_value * jnp.power(jnp.asarray(decay_rate, t.dtype), exponent)
@@ -128,9 +134,9 @@ def _exponential_decay(
 register_kind(
     "exponential_decay",
     _exponential_decay,
-    lambda values, transition_steps, transition_begin, **_: [
-        transition_begin,
-        transition_begin + transition_steps,
+    lambda values, **_: [
+        values["transition_begin"],
+        np.asarray(values["transition_begin"]) + np.asarray(values["transition_steps"]),
     ],
 )
 
@@ -142,37 +148,34 @@ def piecewise_constant(
 
     ``boundaries_and_scales`` maps a step :math:`b` to the factor :math:`s_b` applied from
     that step on, e.g. ``{1000: 0.1, 2000: 0.1}`` divides the rate by 10 at steps 1000 and
-    2000 (PyTorch's ``MultiStepLR``). The boundaries are static, the factors leaves.
+    2000 (PyTorch's ``MultiStepLR``). Boundaries and factors are leaves (as the tuples
+    ``boundaries`` and ``scales``, in the order of the boundaries); their number is static.
     """
     if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, dict):
         raise UsageError(
             f"`boundaries_and_scales` must be a dict step -> factor, e.g. {{1000: 0.1}}; got "
             f"{type(boundaries_and_scales).__name__}."
         )
-    items = sorted((boundaries_and_scales or {}).items(), key=lambda kv: repr(kv[0]))
-    for boundary, _ in items:
-        check_steps("boundaries_and_scales key", boundary, allow_zero=True)
+    items = list((boundaries_and_scales or {}).items())
+    bounds = [count_leaf("boundaries_and_scales key", b, allow_zero=True) for b, _ in items]
+    order = sorted(range(len(items)), key=lambda i: float(bounds[i]))
     numeric = {
         "init_value": (init_value, check_real),
-        "boundaries_and_scales": ({int(b): s for b, s in items}, check_real),
+        "scales": (tuple(items[i][1] for i in order), check_real),
     }
-    return make_schedule("piecewise_constant", numeric, {})
+    steps = {"boundaries": tuple(bounds[i] for i in order)}
+    return make_schedule("piecewise_constant", numeric, {}, steps)
 
 
-def _piecewise_constant(count, init_value, boundaries_and_scales):
-    items = sorted(boundaries_and_scales.items())
-    t = time_of(count, init_value, *(s for _, s in items))
+def _piecewise_constant(count, init_value, boundaries, scales):
+    t = time_of(count, init_value, *scales)
     value = jnp.full_like(t, init_value)
-    for boundary, factor in items:
-        value = jnp.where(t >= boundary, value * factor, value)
+    for boundary, factor in zip(boundaries, scales, strict=True):
+        value = jnp.where(t >= steps_as(t, boundary), value * factor, value)
     return value
 
 
-register_kind(
-    "piecewise_constant",
-    _piecewise_constant,
-    lambda values: list(values["boundaries_and_scales"]),
-)
+register_kind("piecewise_constant", _piecewise_constant, lambda values: list(values["boundaries"]))
 
 
 def cosine_decay(
@@ -187,23 +190,23 @@ def cosine_decay(
     with :math:`T` = ``decay_steps`` (any whole number ≥ 1, also past int32: it enters
     the formula as a float), :math:`a` = ``alpha``, :math:`p` = ``exponent``.
     """
-    check_steps("decay_steps", decay_steps)
+    steps = {"decay_steps": count_leaf("decay_steps", decay_steps)}
     numeric = {
         "init_value": (init_value, check_real),
         "alpha": (alpha, check_real),
         "exponent": (exponent, check_real),
     }
-    return make_schedule("cosine_decay", numeric, {"decay_steps": int(decay_steps)})
+    return make_schedule("cosine_decay", numeric, {}, steps)
 
 
 def _cosine_decay(count, init_value, alpha, exponent, decay_steps):
     t = time_of(count, init_value, alpha, exponent)
-    steps = float(decay_steps)  # a Python float: no int32 overflow for T >= 2**31
+    steps = steps_as(t, decay_steps)  # a float: no int32 overflow for T >= 2**31
     c = 0.5 * (1 + jnp.cos(math.pi * jnp.minimum(t, steps) / steps))
     return init_value * ((1 - alpha) * c**exponent + alpha)
 
 
-register_kind("cosine_decay", _cosine_decay, lambda values, decay_steps: [decay_steps])
+register_kind("cosine_decay", _cosine_decay, lambda values: [values["decay_steps"]])
 
 
 def polynomial_schedule(
@@ -222,29 +225,31 @@ def polynomial_schedule(
     with :math:`p` = ``power``, :math:`T` = ``transition_steps`` (≥ 1), :math:`t_0` =
     ``transition_begin`` (constant ``init_value`` before it), as optax's.
     """
-    check_steps("transition_steps", transition_steps)
-    check_steps("transition_begin", transition_begin, allow_zero=True)
+    steps = {
+        "transition_steps": count_leaf("transition_steps", transition_steps),
+        "transition_begin": count_leaf("transition_begin", transition_begin, allow_zero=True),
+    }
     numeric = {
         "init_value": (init_value, check_real),
         "end_value": (end_value, check_real),
         "power": (power, check_real),
     }
-    static = {"transition_steps": int(transition_steps), "transition_begin": int(transition_begin)}
-    return make_schedule("polynomial_schedule", numeric, static)
+    return make_schedule("polynomial_schedule", numeric, {}, steps)
 
 
 def _polynomial(count, init_value, end_value, power, transition_steps, transition_begin):
     t = time_of(count, init_value, end_value, power)
-    done = jnp.clip(t - transition_begin, 0, transition_steps)
-    return (init_value - end_value) * (1 - done / transition_steps) ** power + end_value
+    begin, span = steps_as(t, transition_begin, transition_steps)
+    done = jnp.clip(t - begin, 0, span)
+    return (init_value - end_value) * (1 - done / span) ** power + end_value
 
 
 register_kind(
     "polynomial_schedule",
     _polynomial,
-    lambda values, transition_steps, transition_begin: [
-        transition_begin,
-        transition_begin + transition_steps,
+    lambda values: [
+        values["transition_begin"],
+        np.asarray(values["transition_begin"]) + np.asarray(values["transition_steps"]),
     ],
 )
 
@@ -273,7 +278,7 @@ def linear_warmup(
     from the end of the warmup, e.g. ``then=cosine_decay(peak_value, 1000)``. A gdjax
     schedule there is part of the pytree; a function of your own is static.
     """
-    check_steps("warmup_steps", warmup_steps)
+    steps = {"warmup_steps": count_leaf("warmup_steps", warmup_steps)}
     if then is not None:
         schedule_arg("then", then)
     numeric = {
@@ -282,26 +287,23 @@ def linear_warmup(
     }
     if isinstance(then, PytreeSchedule):
         numeric["then"] = (then, None)
-        return make_schedule("linear_warmup", numeric, {"warmup_steps": int(warmup_steps)})
-    static = {"warmup_steps": int(warmup_steps), "then": then}
-    return make_schedule("linear_warmup", numeric, static)
+        return make_schedule("linear_warmup", numeric, {}, steps)
+    return make_schedule("linear_warmup", numeric, {"then": then}, steps)
 
 
 def _linear_warmup(count, peak_value, init_value, warmup_steps, then=None):
     t = time_of(count, peak_value, init_value)
-    ramp = init_value + (peak_value - init_value) * (t / warmup_steps)
+    warmup = steps_as(t, warmup_steps)
+    ramp = init_value + (peak_value - init_value) * (t / warmup)
     if then is None:
         later = jnp.full_like(ramp, peak_value)
     else:
-        later = as_float(evaluate(then, jnp.maximum(jnp.asarray(count) - warmup_steps, 0)))
-    return jnp.where(t < warmup_steps, ramp, later.astype(ramp.dtype))
+        later = as_float(evaluate(then, shift(count, warmup_steps)))
+    return jnp.where(t < warmup, ramp, later.astype(ramp.dtype))
 
 
 register_kind(
     "linear_warmup",
     _linear_warmup,
-    lambda values, warmup_steps, then=None: [
-        warmup_steps,
-        *shifted(values.get("then", then), warmup_steps),
-    ],
+    lambda values, then=None: shifted(values.get("then", then), values["warmup_steps"]),
 )
