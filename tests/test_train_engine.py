@@ -434,9 +434,16 @@ def test_a_compile_says_why(run, caplog):
         gd.fit(fresh_loss, params, gd.optim.sgd(0.1), data, steps=5)
         gd.fit(fresh_loss, params, gd.optim.sgd(0.3), data, steps=9)  # data, not code
         gd.fit(fresh_loss, params, gd.optim.sgd(0.1, momentum=0.9, nesterov=True), data, steps=5)
+        O = gd.optim
+        for staircase, T in [(False, 10), (False, 30), (True, 30)]:  # a count: data
+            sched = O.exponential_decay(0.1, T, 0.5, staircase=staircase)
+            gd.fit(fresh_loss, params, O.sgd(sched), data, steps=5)
     lines = [r.getMessage() for r in caplog.records if r.name == "gdjax"]
-    assert len(lines) == 2 and "first program" in lines[0]
+    assert len(lines) == 4 and "first program" in lines[0]  # T = 30 compiled nothing
     assert "new static setting opt_static=" in lines[1] and "nesterov" in lines[1]
+    # a schedule's kind and options are named, not only the rule's
+    assert "learning_rate=exponential_decay(end_value=None, staircase=False)" in lines[2]
+    assert "staircase=True" in lines[3] and "(was gd.optim.sgd(learning_rate=exp" in lines[3]
 
 
 def test_a_directory_held_by_another_process_is_refused(run, tmp_path):

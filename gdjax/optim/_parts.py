@@ -58,7 +58,11 @@ class RuleStatic:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        return f"gd.optim.{self.name}({', '.join(f'{a}={show(thaw(v))}' for a, v in self.static)})"
+        # a schedule's kind and options live in the leaves' structure: show them too
+        numbers = jax.tree.unflatten(self.key[2], [0] * self.key[2].num_leaves)["hyperparams"]
+        shown = [f"{a}={v.outline()}" for a, v in numbers.items() if isinstance(v, PytreeSchedule)]
+        shown += [f"{a}={show(thaw(v))}" for a, v in self.static]
+        return f"gd.optim.{self.name}({', '.join(shown)})"
 
 
 class ChainStatic:

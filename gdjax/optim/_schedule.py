@@ -107,6 +107,18 @@ class PytreeSchedule:
         args = [f"{k}={show(thaw(v))}" for k, v in (*self.values.items(), *self.static)]
         return f"{self.kind}({', '.join(args)})"
 
+    def outline(self) -> str:
+        """What compiles: the kind, its options and pieces, without the numbers
+        (``exponential_decay(staircase=True)``, ``piecewise_constant(boundaries: 3)``)."""
+        args = [
+            f"{k}={v.outline()}" if isinstance(v, PytreeSchedule) else f"{k}: {len(v)}"
+            for k, v in self.values.items()
+            if isinstance(v, PytreeSchedule | tuple) and k != "scales"
+        ]
+        args += [f"{k}={show(thaw(v))}" for k, v in self.static if k not in ("n", "own")]
+        args += [f"schedules[{i}]={show(thaw(fn))}" for i, fn in dict(self.static).get("own", ())]
+        return f"{self.kind}({', '.join(args)})"
+
 
 def evaluate(schedule: Any, count: Any) -> jax.Array:
     """A schedule's value at ``count``: a gdjax one without the one-setting check (so a
