@@ -11,7 +11,8 @@ Rows (the goals of "Training engine v2"):
 
 * N1, 20,000 steps: warm ``gd.fit`` / warm expert scan (≤ 1.1), and both cold;
 * G3 on breast cancer: ``fit`` with a new ``gd.optim.adam(lr)`` each call, or a new
-  ``steps``, against the same call warm (≤ 1.5: nothing recompiles);
+  ``steps``, against the same call warm (≤ 1.5: nothing recompiles); and with a new
+  ``decay_steps`` of a cosine schedule against the same schedule warm;
 * N1, 1,024 learning rates × 100 steps: ``gd.sweep`` / expert ``vmap(scan)`` (≤ 1.0; also
   with the factory form ``gd.optim.sgd, learning_rates=``), the same × 1,000 steps
   (where the loops, not the fixed costs, decide), 4,096 rates × 1,000 steps (a real
@@ -161,9 +162,37 @@ def bench(
         def run_new_steps():
             return gd.fit(g3.loss, gp, gd.optim.adam(0.01), (X, y), steps=next(lengths)).params
 
+        decays = itertools.cycle(range(100, 1100, 10))  # a schedule's length: a leaf
+
+        def run_same_decay():
+            opt = gd.optim.adam(gd.optim.cosine_decay(0.01, 300))
+            return gd.fit(g3.loss, gp, opt, (X, y), steps=500).params
+
+        def run_new_decay():
+            opt = gd.optim.adam(gd.optim.cosine_decay(0.01, next(decays)))
+            return gd.fit(g3.loss, gp, opt, (X, y), steps=500).params
+
         t = time_side_by_side(
-            {"same": run_same, "new lr": run_new_lr, "new steps": run_new_steps},
+            {
+                "same": run_same,
+                "new lr": run_new_lr,
+                "new steps": run_new_steps,
+                "same decay": run_same_decay,
+                "new decay": run_new_decay,
+            },
             repeats=repeats,
+        )
+        rows.append(
+            cost_row(
+                NAME,
+                "G3 fit with a new cosine decay_steps / the same schedule warm",
+                "fit, new decay_steps",
+                "fit, same schedule",
+                median(t["new decay"]),
+                median(t["same decay"]),
+                unit="call",
+                goal="<= 1.5",
+            )
         )
         for kind in ("new lr", "new steps"):
             rows.append(
