@@ -43,6 +43,11 @@ MIN_BLOCK_RUNS = 256
 MIN_THREAD_RUN_STEPS = 200_000
 
 
+def bare(state: State) -> State:
+    """``state`` without its counters, as a sweep's chunk takes it (it makes them)."""
+    return state._replace(t=None, stopped=None, diverged_at=None)
+
+
 def take(tree: Any, idx: Any) -> Any:
     """Rows ``idx`` of every leaf, gathered on the host (no eager device op to compile)."""
     return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], fetch(tree))
@@ -85,6 +90,7 @@ class Pool:
         if state is None:
             state, ok = self.start(idx)
         key = self.key[idx] if self.prog.batched_key else self.key
+        state = bare(state)
         if self.sharding is not None:
             state, leaves = place((state, leaves), self.sharding)
             if key is not None:
@@ -107,7 +113,7 @@ class Pool:
             else:
                 block_state, block_ok = take(state, rows), ok
             return (
-                block_state,
+                bare(block_state),
                 self.data,
                 key,
                 take(leaves, rows),

@@ -219,7 +219,10 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 
     With ``prog.settings_axis`` the state, key and optimizer leaves carry a leading axis
     of runs and each step is ``jax.vmap``-ed over it; the loop counter stays a scalar, so
-    the loop itself is not batched (no per-iteration select over the carry).
+    the loop itself is not batched (no per-iteration select over the carry). The state
+    given has no counters (``t``, ``stopped``, ``diverged_at`` are None): a sweep hands a
+    chunk only live runs, all at ``t0``, so they are made here (three host transfers
+    fewer per call) and returned as the other runs' are.
 
     Returns the new state and buffers of length ``prog.capacity``: the loss (and params,
     and ``prog.monitor``'s output) at the first step of each record; entries past the
@@ -229,6 +232,13 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     """
     batched = prog.settings_axis
     key_axis = 0 if prog.batched_key else None
+    if batched:  # the runs' counters: every run a chunk is given is live and at step t0
+        n_runs = jax.tree_util.tree_leaves(opt_leaves)[0].shape[0]
+        state = state._replace(
+            t=jnp.full((n_runs,), t0, jnp.int32),
+            stopped=jnp.zeros((n_runs,), bool),
+            diverged_at=jnp.full((n_runs,), -1, jnp.int32),
+        )
 
     def one_step(state, perm, key, leaves, t):
         return _step(prog, prog.optimizer(leaves), data, key, t, state, perm)
@@ -247,7 +257,6 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     if batched:
         axes = (0, 0, key_axis, 0, None)
         step, step_seen = jax.vmap(one_step, in_axes=axes), jax.vmap(observed, in_axes=axes)
-        n_runs = state.t.shape[0]
         if prog.batch_size is None:
             perm = None
         elif key_axis is None:

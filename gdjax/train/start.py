@@ -52,22 +52,16 @@ def compiled_start(prog: Program, params: Params, opt_leaves, data) -> tuple[Sta
     finite: one small compiled program, keyed by the optimizer's static part and the
     shapes only.
 
-    In a sweep the three counters per run are NumPy arrays made here: as outputs of the
-    program they would be three more large buffers, and XLA's CPU runtime runs a program
-    of more than eight operations on large buffers, not one chain of them, on its thread
-    pool instead of inline (N1, SGD, 1,024 runs: 48 µs instead of 123).
+    In a sweep the state has no counters (None): the chunk makes them (every run it is
+    given is live, at its first step). As outputs of this program they would be three
+    more large buffers, and XLA's CPU runtime runs a program of more than eight
+    operations on large buffers, not one chain of them, on its thread pool instead of
+    inline (N1, SGD, 1,024 runs: 48 µs instead of 123); as NumPy arrays, three host
+    transfers at every chunk.
     """
-    state, ok = _compiled_start(
+    return _compiled_start(
         prog.opt_static, prog.settings_axis, prog.batched_params, params, opt_leaves, data
     )
-    if prog.settings_axis:
-        n_runs = len(jax.tree_util.tree_leaves(opt_leaves)[0])
-        state = state._replace(
-            t=np.zeros(n_runs, np.int32),
-            stopped=np.zeros(n_runs, bool),
-            diverged_at=np.full(n_runs, -1, np.int32),
-        )
-    return state, ok
 
 
 _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
