@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 FAR = int(np.iinfo(np.int32).max)  # the step count saturates here (optim._util.increment)
+_ONE_BY_ONE = 64  # breakpoints evaluated one at a time up to this many (then vmapped)
 
 _FORMULAS: dict[str, Callable[..., jax.Array]] = {}
 _BREAKPOINTS: dict[str, Callable[..., list[int]]] = {}
@@ -270,9 +271,6 @@ def check_schedule_values(
             f"`{arg}` is the schedule {schedule!r}, which is 0 at every step checked{where}: "
             f"the parameters would never move. Give it a positive value somewhere."
         )
-
-
-_ONE_BY_ONE = 64  # breakpoints evaluated one at a time up to this many
 
 
 def shifted(schedule: Any, by: Any) -> list[Any]:
