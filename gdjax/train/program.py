@@ -49,6 +49,7 @@ from jax.sharding import NamedSharding
 
 from gdjax.train.dots import small_dots
 from gdjax.train.factory import optimizer_of
+from gdjax.train.layout import step_with_runs_innermost
 
 Params = Any
 Data = Any
@@ -101,6 +102,7 @@ class Program:
     batched_params: bool = False  # (sweep) one initial params per run
     monitor: Callable[[StepInfo], Any] | None = None  # recorded at the recorded steps
     small_dots: int = 0  # products of at most this many contracted elements: multiply-adds
+    runs_innermost: int = 0  # (sweep) state leaves this small per run: runs axis innermost
 
     def optimizer(self, leaves: Any) -> optax.GradientTransformation:
         return optimizer_of(self.opt_static, leaves)
@@ -256,7 +258,10 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 
     if batched:
         axes = (0, 0, key_axis, 0, None)
-        step, step_seen = jax.vmap(one_step, in_axes=axes), jax.vmap(observed, in_axes=axes)
+        step, step_seen = (
+            step_with_runs_innermost(jax.vmap(f, in_axes=axes), prog.runs_innermost, data)
+            for f in (one_step, observed)
+        )
         if prog.batch_size is None:
             perm = None
         elif key_axis is None:

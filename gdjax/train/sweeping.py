@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax._validate import UsageError, as_key, check_in_range, check_int
 from gdjax.train import args as A
-from gdjax.train import dots, planner
+from gdjax.train import dots, layout, planner
 from gdjax.train.factory import keyed
 from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
@@ -218,6 +218,7 @@ def sweep(
         batched_params,
         batch_sharding,
         dots.MAX_CONTRACTION,
+        layout.MAX_ELEMENTS if mesh is None else 0,
     )
     planned = _PLANS.get(memo_key)
     if planned is None:
@@ -239,6 +240,7 @@ def sweep(
             monitor=monitor,
             batch_sharding=batch_sharding,
             small_dots=dots.limit(),
+            runs_innermost=layout.limit() if mesh is None else 0,  # (a mesh places them)
         )
         one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
         one = planner.planned(

@@ -1,0 +1,89 @@
+"""A CPU sweep lays its small state out with the runs axis innermost (gdjax.train.layout).
+
+The layout is a constraint on the step's input and output state: the logical shapes and
+the arithmetic do not change, so the runs must equal the same sweep in the default
+layout (to float32 rounding: XLA may fuse and vectorize the two differently) and each
+run the standalone ``fit``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdjax as gd
+from gdjax.train import layout
+
+
+def test_only_small_leaves_of_two_or_more_axes_are_laid_out():
+    k = 8
+    tree = {
+        "W": jnp.zeros((k, 2, 2)),  # 4 elements per run: runs innermost
+        "b": jnp.zeros((k, 2)),  # 2 per run: runs innermost
+        "count": jnp.zeros((k,), jnp.int32),  # one per run: nothing to lay out
+    }
+
+    def constrained(tree, limit):
+        jaxpr = jax.make_jaxpr(lambda t: layout.runs_innermost(t, limit))(tree)
+        eqns = [e for e in jaxpr.eqns if "layout" in e.primitive.name]
+        return sorted(tuple(e.invars[0].aval.shape) for e in eqns)
+
+    assert constrained(tree, 64) == [(k, 2), (k, 2, 2)]
+    assert constrained(tree, 0) == []
+    # one large leaf (a product kernel's operand, 100 elements per run): none of them
+    assert constrained({**tree, "big": jnp.zeros((k, 10, 10))}, 64) == []
+    assert layout.limit() == (layout.MAX_ELEMENTS if jax.default_backend() == "cpu" else 0)
+    # data larger than that: the step is left as it is (its time goes to the products)
+    def step(state):
+        return (state,)
+
+    assert layout.step_with_runs_innermost(step, 64, jnp.zeros((569, 30))) is step
+    assert layout.step_with_runs_innermost(step, 64, jnp.zeros((1, 2))) is not step
+
+
+def test_the_laid_out_sweep_equals_the_default_layout_and_fit(monkeypatch):
+    n1 = gd.models.get("N1")
+    params, batch = n1.example()
+    rates = jnp.asarray(np.geomspace(1e-2, 3.0, 48), jnp.float32)
+
+    def sweep():
+        return gd.sweep(n1.loss, params, gd.optim.adam(rates), batch, steps=150)
+
+    laid_out = sweep()
+    monkeypatch.setattr(layout, "MAX_ELEMENTS", 0)  # part of the program's key
+    before = gd.train.compilations()
+    default = sweep()
+    assert gd.train.compilations() == before + 1  # another program, not the same one
+    np.testing.assert_allclose(laid_out.runs.losses, default.runs.losses, rtol=1e-5, atol=1e-7)
+    assert laid_out.best_index == default.best_index
+    for i in (0, 20, 47):
+        alone = gd.fit(n1.loss, params, gd.optim.adam(rates[i]), batch, steps=150)
+        np.testing.assert_allclose(laid_out.runs.losses[i], alone.losses, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout is a CPU choice")
+def test_the_compiled_sweep_carries_the_runs_innermost():
+    # XLA's text of the chunk names the layout of its loop state: N1's (K, 2, 2) weights
+    # stored {0,2,1} (runs fastest), not row-major {2,1,0}
+    from gdjax.train import pool
+
+    n1 = gd.models.get("N1")
+    params, batch = n1.example()
+    seen = {}
+    real = pool.compiled_chunk
+
+    def spy(*args):
+        seen["args"] = args
+        return real(*args)
+
+    pool.compiled_chunk = spy
+    try:
+        gd.sweep(n1.loss, params, gd.optim.sgd(jnp.asarray([0.1, 0.2, 0.3])), batch, steps=5)
+    finally:
+        pool.compiled_chunk = real
+    prog, state, *rest = seen["args"]
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
+    text = real.lower(prog, like, *rest).compile().as_text()
+    assert "f32[3,2,2]{0,2,1}" in text
