@@ -27,10 +27,11 @@ from typing import Any
 import jax
 import numpy as np
 
-try:  # an experimental API: without it, the default layout
+try:  # an experimental API (as of JAX 0.10, the version this was measured with)
     from jax.experimental.layout import Layout, with_layout_constraint
 except ImportError:  # pragma: no cover
     Layout = with_layout_constraint = None
+_SUPPORTED = with_layout_constraint is not None and jax.__version_info__ >= (0, 10)
 
 __all__ = ["MAX_ELEMENTS", "limit", "runs_innermost", "small", "step_with_runs_innermost"]
 
@@ -40,8 +41,9 @@ MAX_ELEMENTS = 64
 
 def limit() -> int:
     """The size limit a sweep compiled now uses: :data:`MAX_ELEMENTS` on CPU, 0 (the
-    default layout) elsewhere."""
-    if with_layout_constraint is None or jax.default_backend() != "cpu":
+    default layout) elsewhere, and with a JAX older than 0.10 (its layout API was
+    another)."""
+    if not _SUPPORTED or jax.default_backend() != "cpu":
         return 0
     return MAX_ELEMENTS
 
