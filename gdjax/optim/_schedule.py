@@ -4,10 +4,10 @@ A schedule is a pure function of the step count :math:`t = 0, 1, 2, \ldots` and 
 its numbers, step counts included, are leaves; its kind (and the number of its pieces)
 static. :mod:`gdjax.optim.schedules` defines the formulas and registers each with
 :func:`register_kind`, together with the steps at which its value can change course (its
-*breakpoints*). Every formula is linear,
-cosine, polynomial or exponential between consecutive breakpoints, so its extremes over
-all steps lie at a breakpoint or at the far end; :func:`check_schedule_values` looks there
-when the schedule is used as a learning rate or a weight decay.
+*breakpoints*). Every formula is linear, cosine, polynomial or exponential between
+consecutive breakpoints, so its extremes over all steps lie at a breakpoint or at the far
+end; :func:`check_schedule_values` looks there when the schedule is used as a learning
+rate or a weight decay.
 """
 
 from __future__ import annotations
@@ -111,11 +111,11 @@ class PytreeSchedule:
     def outline(self) -> str:
         """What compiles: the kind, its options and pieces, without the numbers
         (``exponential_decay(staircase=True)``, ``piecewise_constant(boundaries: 3)``)."""
-        args = [
+        args = [  # the number of boundaries (a piecewise schedule's scales: as many)
             f"{k}={v.outline()}" if isinstance(v, PytreeSchedule) else f"{k}: {len(v)}"
             for k, v in self.values.items()
             if isinstance(v, PytreeSchedule | tuple) and k != "scales"
-        ]
+        ]  # and a join's own functions by position, not its bookkeeping (n, own)
         args += [f"{k}={show(thaw(v))}" for k, v in self.static if k not in ("n", "own")]
         args += [f"schedules[{i}]={show(thaw(fn))}" for i, fn in dict(self.static).get("own", ())]
         return f"{self.kind}({', '.join(args)})"
@@ -159,7 +159,7 @@ def make_schedule(
     kind: str,
     numeric: Mapping[str, tuple[Any, Callable]],
     static: Mapping[str, Any],
-    steps: Mapping[str, Any] = {},
+    steps: Mapping[str, Any] | None = None,
 ) -> PytreeSchedule:
     """Validate each number (each element of a 1-D one) and build the schedule.
 
@@ -177,7 +177,7 @@ def make_schedule(
             values[name] = tuple(_leaf(f"{name}[{i}]", v, check) for i, v in enumerate(value))
         else:
             values[name] = _leaf(name, value, check)
-    values.update(steps)
+    values.update(steps or {})
     values = broadcast_settings(values, settings_count(values))
     return PytreeSchedule(kind, values, tuple(sorted((n, freeze(v)) for n, v in statics.items())))
 

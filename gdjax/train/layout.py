@@ -78,9 +78,7 @@ def step_with_runs_innermost(step: Callable, max_elements: int, data: Any) -> Ca
     if max_elements <= 0 or not data_small:
         return step
 
-    def laid_out(state):
-        if not small((state.params, state.opt_state), max_elements):
-            return state
+    def laid_out(state):  # the parameters and optimizer state decide together
         params, opt_state = runs_innermost((state.params, state.opt_state), max_elements)
         return state._replace(params=params, opt_state=opt_state)
 
