@@ -69,6 +69,12 @@ def _decay_rate(arg: str, value: Any) -> None:
 # The schedules, their formulas and their breakpoints.
 
 
+def _transition_breakpoints(values, **_):
+    """A transition's start and end (exponential decay, polynomial): per setting."""
+    begin = np.asarray(values["transition_begin"])
+    return [begin, begin + np.asarray(values["transition_steps"])]
+
+
 def constant(value: Scalar) -> PytreeSchedule:
     r""":math:`\alpha_t = \alpha`."""
     return make_schedule("constant", {"value": (value, check_real)}, {})
@@ -134,10 +140,7 @@ def _exponential_decay(
 register_kind(
     "exponential_decay",
     _exponential_decay,
-    lambda values, **_: [
-        values["transition_begin"],
-        np.asarray(values["transition_begin"]) + np.asarray(values["transition_steps"]),
-    ],
+    _transition_breakpoints,
 )
 
 
@@ -247,10 +250,7 @@ def _polynomial(count, init_value, end_value, power, transition_steps, transitio
 register_kind(
     "polynomial_schedule",
     _polynomial,
-    lambda values: [
-        values["transition_begin"],
-        np.asarray(values["transition_begin"]) + np.asarray(values["transition_steps"]),
-    ],
+    _transition_breakpoints,
 )
 
 
