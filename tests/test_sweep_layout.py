@@ -35,6 +35,7 @@ def test_only_small_leaves_of_two_or_more_axes_are_laid_out():
     # one large leaf (a product kernel's operand, 100 elements per run): none of them
     assert constrained({**tree, "big": jnp.zeros((k, 10, 10))}, 64) == []
     assert layout.limit() == (layout.MAX_ELEMENTS if jax.default_backend() == "cpu" else 0)
+
     # data larger than that: the step is left as it is (its time goes to the products)
     def step(state):
         return (state,)
@@ -46,7 +47,7 @@ def test_only_small_leaves_of_two_or_more_axes_are_laid_out():
 def test_the_laid_out_sweep_equals_the_default_layout_and_fit(monkeypatch):
     n1 = gd.models.get("N1")
     params, batch = n1.example()
-    rates = jnp.asarray(np.geomspace(1e-2, 3.0, 48), jnp.float32)
+    rates = jnp.asarray(np.geomspace(1e-2, 3.0, layout.MIN_RUNS), jnp.float32)
 
     def sweep():
         return gd.sweep(n1.loss, params, gd.optim.adam(rates), batch, steps=150)
@@ -58,15 +59,17 @@ def test_the_laid_out_sweep_equals_the_default_layout_and_fit(monkeypatch):
     assert gd.train.compilations() == before + 1  # another program, not the same one
     np.testing.assert_allclose(laid_out.runs.losses, default.runs.losses, rtol=1e-5, atol=1e-7)
     assert laid_out.best_index == default.best_index
-    for i in (0, 20, 47):
+    for i in (0, 20, layout.MIN_RUNS - 1):
         alone = gd.fit(n1.loss, params, gd.optim.adam(rates[i]), batch, steps=150)
         np.testing.assert_allclose(laid_out.runs.losses[i], alone.losses, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout is a CPU choice")
-def test_the_compiled_sweep_carries_the_runs_innermost():
+@pytest.mark.parametrize("runs", [3, layout.MIN_RUNS])
+def test_the_compiled_sweep_carries_the_runs_innermost(runs):
     # XLA's text of the chunk names the layout of its loop state: N1's (K, 2, 2) weights
-    # stored {0,2,1} (runs fastest), not row-major {2,1,0}
+    # stored {0,2,1} (runs fastest), not row-major {2,1,0}; fewer than MIN_RUNS runs stay
+    # row-major (the copies in and out would cost more)
     from gdjax.train import pool
 
     n1 = gd.models.get("N1")
@@ -80,10 +83,12 @@ def test_the_compiled_sweep_carries_the_runs_innermost():
 
     pool.compiled_chunk = spy
     try:
-        gd.sweep(n1.loss, params, gd.optim.sgd(jnp.asarray([0.1, 0.2, 0.3])), batch, steps=5)
+        rates = jnp.asarray(np.linspace(0.1, 0.3, runs), jnp.float32)
+        gd.sweep(n1.loss, params, gd.optim.sgd(rates), batch, steps=5)
     finally:
         pool.compiled_chunk = real
     prog, state, *rest = seen["args"]
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
     text = real.lower(prog, like, *rest).compile().as_text()
-    assert "f32[3,2,2]{0,2,1}" in text
+    innermost = f"f32[{runs},2,2]{{0,2,1}}" in text
+    assert innermost == (runs >= layout.MIN_RUNS)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 MAX_RECORDS = 1 << 16  # records a chunk holds at most
+SWEEP_RECORDS = 1 << 12  # ... in a sweep (see capacity)
 BUFFER_BYTES = 1 << 20  # a chunk's loss buffer over all runs (filled and read every chunk)
 CHUNK_SECONDS = 0.25  # target wall time of one chunk: a few progress updates a second
 TRAJECTORY_BYTES = 1 << 28  # what a chunk's recorded parameters may take on the device
@@ -139,9 +140,14 @@ def _pow2_floor(n: int) -> int:
 
 def capacity(step_s: float, record_every: int, trajectory_bytes: int = 0, runs: int = 1) -> int:
     """Records per chunk: about ``CHUNK_SECONDS`` of steps, a power of two, with a loss
-    buffer of at most ``BUFFER_BYTES`` for the ``runs`` of a sweep."""
+    buffer of at most ``BUFFER_BYTES`` for the ``runs`` of a sweep, and at most
+    ``SWEEP_RECORDS`` records there.
+
+    A sweep's buffer is filled when a chunk starts and scanned when it ends, whatever
+    the records made: N1, 16 runs × 20 steps, 1.58 ms a call with 16,384 records (1 MiB),
+    1.16 ms with 4,096."""
     records = int(CHUNK_SECONDS / (step_s * record_every))
-    records = min(records, BUFFER_BYTES // (4 * runs))
+    records = min(records, BUFFER_BYTES // (4 * runs), MAX_RECORDS if runs == 1 else SWEEP_RECORDS)
     if trajectory_bytes:
         records = min(records, TRAJECTORY_BYTES // max(1, trajectory_bytes))
     return _pow2_floor(min(MAX_RECORDS, max(1, records)))

@@ -50,6 +50,7 @@ from jax.sharding import NamedSharding
 from gdjax.train.dots import small_dots
 from gdjax.train.factory import optimizer_of
 from gdjax.train.layout import step_with_runs_innermost
+from gdjax.train.records import blank, loss_block, loss_of, record_index
 
 Params = Any
 Data = Any
@@ -282,8 +283,9 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     def put(buffers, i, values):
         return jax.tree_util.tree_map(lambda b, v: b.at[i].set(v.astype(b.dtype)), buffers, values)
 
-    def record(carry):
-        i, t, state, perm, losses, traj, seen, total = carry
+    def record(carry, base=0):
+        t, state, perm, losses, traj, seen, total = carry
+        i = record_index(t, t0, prog.record_every) - base  # into losses (a block of them)
         if prog.trajectory:
             traj = put(traj, i, state.params)
         first = step if prog.monitor is None else step_seen
@@ -307,17 +309,18 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
                 return c[0] + 1, s, p
 
             t, state, perm = lax.while_loop(more, inner, (t, state, perm))
-        return i + 1, t, state, perm, losses, traj, seen, total
+        return t, state, perm, losses, traj, seen, total
 
     def cond(carry):
-        return (carry[0] < n_records) & running(carry[2]) & ok
+        i = record_index(carry[0], t0, prog.record_every)
+        return (i < n_records) & running(carry[1]) & ok
 
     # buffers are record-major, (capacity, runs...): record i is one contiguous write
     lead = (state.t.shape[0],) if batched else ()
     losses = jnp.zeros((prog.capacity, *lead), prog.loss_dtype)
 
     def buffers(like):
-        return jax.tree_util.tree_map(lambda p: _blank((prog.capacity, *p.shape), p.dtype), like)
+        return jax.tree_util.tree_map(lambda p: blank((prog.capacity, *p.shape), p.dtype), like)
 
     traj = buffers(state.params) if prog.trajectory else None
     seen = None
@@ -329,8 +332,30 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     total = None
     if not (prog.careful or batched):
         total = jnp.zeros((), jnp.promote_types(prog.loss_dtype, jnp.float32))
-    carry = (jnp.int32(0), jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen, total)
-    _, t, state, _, losses, traj, seen, total = lax.while_loop(cond, record, carry)
+    block = loss_block(prog, lead, losses.dtype)
+    if block > 1:  # the records in blocks: the step's loop then holds only small buffers
+
+        def record_block(carry):
+            t, state, perm, losses, traj, seen, total = carry
+            j = record_index(t, t0, prog.record_every)  # a multiple of block
+
+            def more(c):
+                i = record_index(c[0], t0, prog.record_every)
+                return (i < n_records) & (i < j + block)
+
+            def one(c):
+                return record((*c, traj, seen, total), base=j)[:4]
+
+            small = jnp.zeros((block, *lead), losses.dtype)
+            t, state, perm, small = lax.while_loop(more, one, (t, state, perm, small))
+            losses = lax.dynamic_update_slice_in_dim(losses, small, j, 0)
+            return t, state, perm, losses, traj, seen, total
+
+        body = record_block
+    else:
+        body = record
+    carry = (jnp.asarray(t0, jnp.int32), state, perm, losses, traj, seen, total)
+    t, state, _, losses, traj, seen, total = lax.while_loop(cond, body, carry)
     state = state._replace(t=jnp.broadcast_to(t, state.t.shape))  # the runs step together
     if not prog.careful:  # an update that overflowed without a non-finite loss: replay too
         check = jax.vmap(all_finite) if batched else all_finite
@@ -345,7 +370,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     ends = t >= n_steps if batched else (t >= n_steps) | state.stopped
     final = lax.cond(
         ok & ends,
-        lambda: _loss_of(prog.loss_fn, state.params, data, batched).astype(prog.loss_dtype),
+        lambda: loss_of(prog.loss_fn, state.params, data, batched).astype(prog.loss_dtype),
         lambda: jnp.full(lead, jnp.nan, prog.loss_dtype),
     )
     return state, losses, traj, seen, final
@@ -361,13 +386,6 @@ def compilations() -> int:
     return compiled_chunk._cache_size()
 
 
-def _blank(shape, dtype) -> jax.Array:
-    """A record buffer: NaN for float entries (unrecorded), zeros otherwise."""
-    if jnp.issubdtype(dtype, jnp.inexact):
-        return jnp.full(shape, jnp.nan, dtype)
-    return jnp.zeros(shape, dtype)
-
-
 def monitor_like(prog: Program, state: State, data, key, opt_leaves) -> Any:
     """The shapes and dtypes of one run's ``prog.monitor`` output (None without one)."""
     if prog.monitor is None:
@@ -379,10 +397,3 @@ def monitor_like(prog: Program, state: State, data, key, opt_leaves) -> Any:
         return _step(prog, opt, data, key, state.t, state, perm, True)[3]
 
     return jax.eval_shape(seen, state, data, key, opt_leaves)
-
-
-def _loss_of(loss_fn: LossFn, params: Params, data: Data, batched: bool) -> jax.Array:
-    return jax.vmap(loss_fn, in_axes=(0, None))(params, data) if batched else loss_fn(params, data)
-
-
-final_loss = jax.jit(_loss_of, static_argnums=(0, 3))

@@ -13,7 +13,8 @@ from gdjax.train import planner
 from gdjax.train import resume as R
 from gdjax.train.loop import Progress, drive, given, last_finite, stack_host
 from gdjax.train.placement import fetch
-from gdjax.train.program import Program, State, compiled_chunk, final_loss
+from gdjax.train.program import Program, State, compiled_chunk
+from gdjax.train.records import final_loss
 from gdjax.train.results import DivergenceError, FitResult
 from gdjax.train.start import compiled_start, keep
 

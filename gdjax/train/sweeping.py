@@ -24,10 +24,8 @@ from gdjax.train.factory import keyed
 from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
 from gdjax.train.pool import Pool, take
-from gdjax.train.program import (
-    Program,
-    final_loss,
-)
+from gdjax.train.program import Program
+from gdjax.train.records import final_loss
 from gdjax.train.results import FitResult, SweepResult
 from gdjax.train.settings import optimizer_parts
 from gdjax.train.start import compiled_start
