@@ -37,6 +37,9 @@ def test_the_block_is_the_largest_power_of_two_that_fits_and_divides_the_capacit
     assert block(_prog(7), (16,), f32) == 1
     assert block(_prog(4096), (), f32) == 1  # one run: no blocks
     assert block(dataclasses.replace(_prog(4096), trajectory=True), (16,), f32) == 1
+    small, large = np.zeros((16, 2, 2), f32), np.zeros((64, 2, 2), f32)  # 256, 1,024 bytes
+    assert block(_prog(4096), (16,), f32, {"W": small}) == 8
+    assert block(_prog(4096), (16,), f32, {"W": large}) == 1  # the body is not small then
 
 
 @pytest.mark.parametrize("record_every", [1, 3])

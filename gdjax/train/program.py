@@ -332,7 +332,7 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
     total = None
     if not (prog.careful or batched):
         total = jnp.zeros((), jnp.promote_types(prog.loss_dtype, jnp.float32))
-    block = loss_block(prog, lead, losses.dtype)
+    block = loss_block(prog, lead, losses.dtype, (state, perm, data))
     if block > 1:  # the records in blocks: the step's loop then holds only small buffers
 
         def record_block(carry):

@@ -23,9 +23,11 @@ __all__ = ["LOSS_BLOCK_BYTES", "blank", "final_loss", "loss_block", "loss_of", "
 LOSS_BLOCK_BYTES = 512
 
 
-def loss_block(prog: Any, lead: tuple, dtype) -> int:
+def loss_block(prog: Any, lead: tuple, dtype, carried: Any = ()) -> int:
     """Records per block of a sweep's loss buffer: the largest power of two dividing
-    ``prog.capacity`` with a block of at most :data:`LOSS_BLOCK_BYTES` (1: no blocks).
+    ``prog.capacity`` with a block of at most :data:`LOSS_BLOCK_BYTES` (1: no blocks,
+    also where an array of ``carried``, the loop's state and data, is larger: the body
+    is not small then anyway).
 
     XLA's CPU runtime runs a loop body in the calling thread, one operation after the
     other, when every buffer it touches is at most 512 bytes (or it has at most 8
@@ -35,6 +37,8 @@ def loss_block(prog: Any, lead: tuple, dtype) -> int:
     0.86 ms). With a trajectory or a monitor the buffers are large anyway.
     """
     if not lead or prog.trajectory or prog.monitor is not None:
+        return 1
+    if any(np.size(x) * x.dtype.itemsize > LOSS_BLOCK_BYTES for x in jax.tree.leaves(carried)):
         return 1
     limit = LOSS_BLOCK_BYTES // (np.dtype(dtype).itemsize * lead[0])
     block = 1
