@@ -47,7 +47,8 @@ __all__ = [
 MAX_ELEMENTS = 64
 #: ... in a program of at least this many runs: with fewer, the copies in and out of the
 #: layout cost more than the strided reads (N1, SGD, 1,000 steps: 16 runs 2.94 -> 3.69
-#: ms with it, 64 runs 6.42 -> 6.17, 256 runs x 300 steps 4.79 -> 3.99).
+#: ms with it, 64 runs 6.42 -> 6.17, 256 runs x 300 steps 4.79 -> 3.99). Read when a
+#: program is traced: the number of runs is in its shapes.
 MIN_RUNS = 64
 
 
