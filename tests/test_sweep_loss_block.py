@@ -12,7 +12,7 @@ from gdjax.train import records
 from gdjax.train.program import Program
 
 
-def _prog(capacity, **kw):
+def _prog(capacity):
     return Program(
         loss_fn=None,
         value_and_grad=None,
@@ -23,7 +23,6 @@ def _prog(capacity, **kw):
         batch_size=None,
         trajectory=False,
         loss_dtype=np.dtype("float32"),
-        **kw,
     )
 
 
