@@ -95,33 +95,15 @@ class Run:
             if bool(state.stopped) or t0 >= self.steps:  # finished or diverged
                 return state
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
+        if n_chunks == 1 and saver is None and not self.resumed and not progress:
+            return self._single(state)
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = self.careful
-        if self.resumed:  # the first chunk consumes the state: keep it for a replay
-            restart = given(keep(state))
-        else:  # a fresh start is cheap to build again, and rarely needed
-
-            def restart():
-                return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
-
-        def lean_diverged(s: State, outputs, n: int) -> bool:
-            # one host read of the chunk's flag (raised by its own checks of the recorded
-            # losses, the parameters and the inputs) with its losses
-            stopped, outputs[0] = fetch((s.stopped, outputs[0]))
-            if stopped and not fetch(self.ok):  # nothing ran: say which input is not finite
-                self.bad_input()
-            self.clean = not stopped
-            return not self.clean
+        restart = given(keep(state)) if self.resumed else self._start
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
-            losses, traj, seen = fetch(outputs[:3])  # a replay's are still on the device
-            self.final = outputs[3]
-            n_rec = -(-(t_end - t) // self.prog.record_every)
-            self.history["losses"].append(losses[:n_rec])
-            for name, got in (("trajectory", traj), ("monitor", seen)):
-                if name in self.history:
-                    self.history[name].append(jax.tree_util.tree_map(lambda x: x[:n_rec], got))
-            bar.update(t_end, lambda: last_finite(losses[:n_rec]))
+            losses = self._keep_records(outputs, t, t_end)
+            bar.update(t_end, lambda: last_finite(losses))
             if saver is not None:
                 every = self.checkpoint_every
                 done = t_end >= self.steps or bool(s.stopped)
@@ -136,13 +118,49 @@ class Run:
                 self.steps,
                 self.chunk_steps,
                 on_chunk=on_chunk,
-                diverged=lean_diverged,
+                diverged=self._diverged,
                 replay=lambda s, t, n: self.run_chunk(careful, s, t, n),
                 keep=keep,
                 restart=restart,
             )
         finally:
             bar.close()
+
+    def _single(self, state: State) -> State:
+        """A fresh run of one chunk, without checkpoints or a bar (the common short run):
+        one program call and one host read; if it diverged, the careful replay from a
+        new start."""
+        end, *outputs = self.run_chunk(self.prog, state, 0, self.steps)
+        if self._diverged(end, outputs, self.steps):
+            end, *outputs = self.run_chunk(self.careful, self._start(), 0, self.steps)
+        self._keep_records(outputs, 0, self.steps)
+        return end
+
+    def _start(self) -> State:
+        """The state at step 0 again (a fresh start is cheap to build, and rarely needed)."""
+        return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
+
+    def _diverged(self, state: State, outputs: list, n: int) -> bool:
+        """Whether a lean chunk diverged: one host read of its flag (raised by its own
+        checks of the recorded losses, the parameters and the inputs) with its losses,
+        which replace ``outputs[0]``."""
+        stopped, outputs[0] = fetch((state.stopped, outputs[0]))
+        if stopped and not fetch(self.ok):  # nothing ran: say which input is not finite
+            self.bad_input()
+        self.clean = not stopped
+        return not self.clean
+
+    def _keep_records(self, outputs: list, t: int, t_end: int) -> np.ndarray:
+        """Append the records of the chunk from ``t`` to ``t_end`` to the history; return
+        its losses (on the host)."""
+        losses, traj, seen = fetch(outputs[:3])  # a replay's are still on the device
+        self.final = outputs[3]
+        n_rec = -(-(t_end - t) // self.prog.record_every)
+        self.history["losses"].append(losses[:n_rec])
+        for name, got in (("trajectory", traj), ("monitor", seen)):
+            if name in self.history:
+                self.history[name].append(jax.tree_util.tree_map(lambda x: x[:n_rec], got))
+        return losses[:n_rec]
 
     def save(self, saver: R.Saver, state: State, t_end: int) -> None:
         total = sum(len(x) for x in self.history["losses"])
