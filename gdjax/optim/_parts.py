@@ -101,7 +101,9 @@ def partition(opt: Any) -> tuple[Any, Any]:
     if isinstance(opt, Rule):
         core = opt._core
         leaves = {"hyperparams": dict(core.hyperparams), "complements": dict(core.complements)}
-        return RuleStatic(core.name, core.static, jax.tree.structure(leaves)), leaves
+        if core.parts_ is None:  # the leaves' structure is fixed: one static part per rule
+            core.parts_ = RuleStatic(core.name, core.static, jax.tree.structure(leaves))
+        return core.parts_, leaves
     if isinstance(opt, Chain):
         parts = [partition(m) for m in opt.members]
         return ChainStatic(tuple(s for s, _ in parts)), tuple(leaves for _, leaves in parts)

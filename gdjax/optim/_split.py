@@ -102,7 +102,16 @@ class _Core:
     """A rule's data; ``init``/``update`` are its bound methods (so the Rule compares and
     hashes by this object's identity, as a closure-built transformation does)."""
 
-    __slots__ = ("complements", "hyperparams", "k_", "name", "settings_", "static", "transform_")
+    __slots__ = (
+        "complements",
+        "hyperparams",
+        "k_",
+        "name",
+        "parts_",
+        "settings_",
+        "static",
+        "transform_",
+    )
 
     def __init__(self, name: str, hyperparams: Any, complements: Any, static: tuple) -> None:
         self.name, self.static = name, static
@@ -110,6 +119,7 @@ class _Core:
         self.transform_ = None  # built on first use: unflatten must accept any leaves
         self.k_: Any = _UNKNOWN  # num_settings, counted on first use (the leaves are fixed)
         self.settings_: dict[str, Any] | None = None  # gd.optim.settings, when immutable
+        self.parts_: Any = None  # gd.optim.partition's static part, made on first use
 
     def num_settings(self) -> int | None:
         if self.k_ is _UNKNOWN:
