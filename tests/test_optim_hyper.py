@@ -107,6 +107,17 @@ def test_static_part_is_a_cache_key():
     assert schedule != O.partition(O.sgd(O.exponential_decay(0.1, 20, 0.5, staircase=True)))[0]
 
 
+def test_a_rules_static_part_is_made_once_and_its_leaves_are_fresh():
+    rule = O.sgd(0.1, momentum=0.9)
+    (s1, leaves1), (s2, leaves2) = O.partition(rule), O.partition(rule)
+    assert s1 is s2  # made once per rule
+    leaves1["hyperparams"]["learning_rate"] = jnp.float32(7.0)  # the caller's own dict
+    assert float(leaves2["hyperparams"]["learning_rate"]) == pytest.approx(0.1)
+    assert float(O.partition(rule)[1]["hyperparams"]["learning_rate"]) == pytest.approx(0.1)
+    assert O.partition(rule.replace(learning_rate=0.2))[0] == s1
+    assert O.partition(rule.replace(nesterov=True))[0] != s1  # a new rule: its own part
+
+
 def test_a_schedule_function_of_your_own_is_static_by_identity():
     def mine(t):
         return 0.1 * 0.5 ** (t / 10)

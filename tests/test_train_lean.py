@@ -62,6 +62,16 @@ def test_a_run_that_diverges_keeps_its_last_finite_state_in_any_chunk(problem, c
     np.testing.assert_allclose(res.final_loss, loss(res.params, data), rtol=1e-6)
 
 
+def test_the_chunks_counts_are_kept_int32_arrays_of_their_values(monkeypatch):
+    monkeypatch.setattr(run_module, "_COUNTS", {})
+    a = run_module._count(20_000)
+    assert a.dtype == jnp.int32 and int(a) == 20_000
+    assert run_module._count(20_000) is a  # made once
+    for i in range(300):  # bounded: cleared when full, and still right
+        assert int(run_module._count(i)) == i
+    assert len(run_module._COUNTS) <= 256
+
+
 def test_a_divergence_in_the_first_chunk_replays_from_a_fresh_start(problem):
     params, data = problem
     ref_p, ref_at, _ = reference(params, data, 1.5, 60)
