@@ -127,6 +127,38 @@ def test_a_chunk_runs_no_step_unless_its_inputs_passed(problem):
         assert np.count_nonzero(np.asarray(losses)) == moved
 
 
+def test_a_fresh_run_of_one_chunk_is_one_program_equal_to_the_chunked_run(problem, monkeypatch):
+    params, data = problem
+    calls = []
+    for name in ("compiled_start", "compiled_chunk", "compiled_fresh"):
+        real = getattr(run_module, name)
+        monkeypatch.setattr(
+            run_module, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a)
+        )
+    one = gd.fit(loss, params, gd.optim.adam(0.05), data, steps=30)
+    assert calls == ["compiled_fresh"]  # the start and the chunk in one call
+    calls.clear()
+    chunked = gd.fit(loss, params, gd.optim.adam(0.05), data, steps=30, chunk_size=7)
+    assert calls == ["compiled_start"] + ["compiled_chunk"] * 5
+    np.testing.assert_array_equal(one.losses, chunked.losses)
+    for name in params:
+        np.testing.assert_array_equal(one.params[name], chunked.params[name])
+    assert one.final_loss == chunked.final_loss
+
+
+def test_a_fresh_run_with_non_finite_inputs_runs_no_step(problem):
+    params, data = problem
+    opt = gd.optim.sgd(0.1)
+    static, leaves = gd.optim.partition(opt)
+    prog = program.Program(loss, None, static, 8, 1, None, None, False, np.dtype("float32"))
+    for w, moved in ((jnp.full(3, jnp.nan), 0), (params["w"], 5)):
+        end, losses, *_, ok = start.compiled_fresh(
+            prog, {**params, "w": w}, data, None, leaves, 0, 5, 5
+        )
+        assert int(end.t) == moved and bool(ok) == (moved > 0) and bool(end.stopped) == (moved == 0)
+        assert np.count_nonzero(np.asarray(losses)) == moved
+
+
 def test_nan_data_is_refused_by_name_and_the_run_computes_nothing(problem):
     params, (X, y) = problem
     bad = np.asarray(y).copy()
@@ -217,13 +249,17 @@ def test_finite_losses_whose_sum_overflows_are_a_false_alarm_not_a_divergence(mo
         return jnp.float32(2e38) + 0.0 * params["w"]
 
     replays = []
-    real = run_module.Run.run_chunk
 
-    def run_chunk(self, prog, *args):
-        replays.append(prog.careful)
-        return real(self, prog, *args)
+    def spy(name):  # a chunk of a run (run_chunk), or a fresh run of one chunk (_fresh)
+        real = getattr(run_module.Run, name)
 
-    monkeypatch.setattr(run_module.Run, "run_chunk", run_chunk)
+        def chunk(self, prog, *args):
+            replays.append(prog.careful)
+            return real(self, prog, *args)
+
+        monkeypatch.setattr(run_module.Run, name, chunk)
+
+    spy("run_chunk"), spy("_fresh")
     res = gd.fit(flat, {"w": jnp.ones(())}, gd.optim.sgd(0.1), None, steps=5)
     assert replays == [False, True]  # the lean chunk, then its careful replay
     assert not res.diverged and res.diverged_at == -1 and res.steps == 5

@@ -135,9 +135,12 @@ def opaque_objects(static: Any) -> tuple:
     return ()
 
 
+_SETTINGS_TYPES = (Rule, Chain, PytreeSchedule)  # a tuple: `A | B` builds a union per call
+
+
 def num_settings(opt: Any) -> int | None:
     """K for a rule, chain or schedule built with 1-D arrays of K settings, else None."""
-    if isinstance(opt, Rule | Chain | PytreeSchedule):
+    if isinstance(opt, _SETTINGS_TYPES):
         return opt.num_settings
     return None
 

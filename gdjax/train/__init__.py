@@ -15,8 +15,8 @@ The engine, one layer a module:
 
 * :mod:`~gdjax.train.program`: the compiled chunk (a ``lax.while_loop`` of steps) whose
   arguments are everything that may change between calls;
-* :mod:`~gdjax.train.start`: the state at step 0 with the input check, kept copies, and
-  the host's divergence check between chunks;
+* :mod:`~gdjax.train.start`: the state at step 0 with the input check, a fresh run of
+  one chunk as one program, and kept copies;
 * :mod:`~gdjax.train.planner`: how many records a chunk holds;
 * :mod:`~gdjax.train.loop`: the host loop, progress bar and history;
 * :mod:`~gdjax.train.args`: the argument checks, made before anything compiles;
@@ -25,10 +25,11 @@ The engine, one layer a module:
 """
 
 from gdjax.train.fitting import fit
-from gdjax.train.program import StepInfo, compilations
+from gdjax.train.program import StepInfo
 from gdjax.train.results import DivergenceError, FitResult, SweepResult
 from gdjax.train.resume import CHECKPOINT_NAME
 from gdjax.train.settings import grid
+from gdjax.train.start import compilations
 from gdjax.train.sweeping import sweep
 
 __all__ = [

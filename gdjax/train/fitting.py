@@ -27,7 +27,6 @@ from gdjax.train.program import (
 )
 from gdjax.train.results import FitResult
 from gdjax.train.run import Run
-from gdjax.train.start import compiled_start
 
 Params = Any
 Data = Any
@@ -178,7 +177,6 @@ def fit(
             params, opt_leaves = place((params, opt_leaves), replicated)
             if key is not None:
                 key = place(key, replicated)
-        state, ok = compiled_start(prog, params, opt_leaves, data)
         run = Run(
             prog,
             data,
@@ -188,13 +186,13 @@ def fit(
             checkpoint_every,
             params,
             plan.monitor_like,
-            ok=ok,
             bad_input=lambda: A.refuse_non_finite(params, data),  # read with chunk 1
             careful=plan.careful,
             like=plan.like,
         )
-        saver = None
+        saver, state = None, None  # None: fresh (Run.train begins it)
         if path is not None:
+            state = run.begin()
             fp = R.fingerprint(
                 params,
                 data,

@@ -381,11 +381,6 @@ def run_chunk(prog: Program, state: State, data, key, opt_leaves, t0, n_steps, n
 compiled_chunk = jax.jit(run_chunk, static_argnums=0, donate_argnums=1)
 
 
-def compilations() -> int:
-    """Chunk programs compiled so far in this process (the jit cache's size)."""
-    return compiled_chunk._cache_size()
-
-
 def monitor_like(prog: Program, state: State, data, key, opt_leaves) -> Any:
     """The shapes and dtypes of one run's ``prog.monitor`` output (None without one)."""
     if prog.monitor is None:

@@ -17,11 +17,12 @@ from gdjax.train.placement import fetch
 from gdjax.train.program import Program, State, compiled_chunk
 from gdjax.train.records import final_loss
 from gdjax.train.results import DivergenceError, FitResult
-from gdjax.train.start import compiled_start, keep
+from gdjax.train.start import compiled_fresh, compiled_start, keep
 
 __all__ = ["Run"]
 
 _COUNTS: dict[int, jax.Array] = {}
+_OK = np.asarray(True)  # the inputs' check until begin or _fresh makes one
 
 
 def _count(i: int) -> jax.Array:
@@ -48,7 +49,6 @@ class Run:
     checkpoint_every: int | None
     params: Any  # the initial parameters (for the shapes of a resumed history)
     monitor_like: Any  # the shapes of one record of the monitor (None without one)
-    ok: Any = True  # the inputs' check (compiled_start): a chunk runs no step unless it holds
     bad_input: Any = None  # raises the error that names the bad input (when not ok)
     careful: Program | None = None  # prog with the careful step (made here if None)
     like: dict[str, Any] | None = None  # _history_like(), when known already
@@ -62,21 +62,29 @@ class Run:
         if self.like is None:
             self.like = self._history_like()
         self.history = {name: [] for name in self.like}
+        self.ok = _OK  # the inputs' check (begin, _fresh): a chunk runs no step unless it holds
         self.final = None  # the last chunk's final loss (NaN unless the run ended there)
         self.clean = False  # the last chunk that ran was lean and did not diverge
-        if not isinstance(self.ok, jax.Array):
-            self.ok = np.asarray(self.ok, bool)
 
     def chunk_steps(self, t: int) -> int:
         re = self.prog.record_every
         n = planner.chunk_records(t, self.steps, re, self.prog.capacity, self.checkpoint_every)
         return min(n * re, self.steps - t)
 
+    def begin(self) -> State:
+        """The state at step 0; the inputs' check is kept for the first chunk to read."""
+        state, self.ok = compiled_start(self.prog, self.params, self.opt_leaves, self.data)
+        return state
+
     def run_chunk(self, prog: Program, state: State, t: int, n: int):
+        counts = self._counts(prog, t, n)
+        return compiled_chunk(prog, state, self.data, self.key, self.opt_leaves, *counts, self.ok)
+
+    def _counts(self, prog: Program, t: int, n: int) -> tuple:
         counts = t, self.steps, -(-n // prog.record_every)
         if prog.batch_sharding is None:  # one device: the counts as kept device arrays
             counts = tuple(map(_count, counts))
-        return compiled_chunk(prog, state, self.data, self.key, self.opt_leaves, *counts, self.ok)
+        return counts
 
     def resume(self, path: Path, fp: dict, state: State, params: Any):
         if not path.exists():
@@ -103,15 +111,18 @@ class Run:
             like["monitor"] = jax.tree_util.tree_map(empty, self.monitor_like)
         return like
 
-    def train(self, state: State, progress: bool | None, saver: R.Saver | None) -> State:
+    def train(self, state: State | None, progress: bool | None, saver: R.Saver | None) -> State:
+        """The run from ``state`` (None: a fresh run, not begun) to its end."""
         t0 = 0
         if self.resumed:  # where the checkpoint stands (a host read; a fresh run is at 0)
             t0 = min(int(state.t), self.steps)
             if bool(state.stopped) or t0 >= self.steps:  # finished or diverged
                 return state
         n_chunks = -(-(self.steps - t0) // (self.prog.capacity * self.prog.record_every))
-        if n_chunks == 1 and saver is None and not self.resumed and not progress:
-            return self._single(state)
+        if state is None:  # fresh, without checkpoints
+            if n_chunks == 1 and not progress:
+                return self._single()
+            state = self.begin()
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = self.careful
         restart = given(keep(state)) if self.resumed else self._start
@@ -141,15 +152,22 @@ class Run:
         finally:
             bar.close()
 
-    def _single(self, state: State) -> State:
+    def _single(self) -> State:
         """A fresh run of one chunk, without checkpoints or a bar (the common short run):
-        one program call and one host read; if it diverged, the careful replay from a
-        new start."""
-        end, *outputs = self.run_chunk(self.prog, state, 0, self.steps)
+        one program call (:data:`~gdjax.train.start.compiled_fresh`) and one host read;
+        if it diverged, the careful replay, from the start again."""
+        end, *outputs = self._fresh(self.prog)
         if self._diverged(end, outputs, self.steps):
-            end, *outputs = self.run_chunk(self.careful, self._start(), 0, self.steps)
+            end, *outputs = self._fresh(self.careful)
         self._keep_records(outputs, 0, self.steps)
         return end
+
+    def _fresh(self, prog: Program) -> list:
+        counts = self._counts(prog, 0, self.steps)
+        *out, self.ok = compiled_fresh(
+            prog, self.params, self.data, self.key, self.opt_leaves, *counts
+        )
+        return out
 
     def _start(self) -> State:
         """The state at step 0 again (a fresh start is cheap to build, and rarely needed)."""
