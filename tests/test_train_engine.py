@@ -32,7 +32,7 @@ def run():
 
 
 def compiles() -> int:
-    """Compiled chunk programs so far (the jit cache of the engine's one chunk)."""
+    """Run programs compiled so far (the jit caches of the chunk and of the fresh run)."""
     return gd.train.compilations()
 
 

@@ -18,6 +18,7 @@ from gdjax._validate import UsageError, as_key, check_choice, check_int
 from gdjax.train import args as A
 from gdjax.train import dots, planner
 from gdjax.train import resume as R
+from gdjax.train.compiles import collector_paused
 from gdjax.train.factory import keyed
 from gdjax.train.placement import place
 from gdjax.train.program import (
@@ -155,6 +156,7 @@ def fit(
             if jax.process_index() == 0:  # process 0 writes (and holds) the checkpoint
                 held.enter_context(R.locked(path.parent))
         plan = _plan(
+            held,
             (params_sig, data_sig, key is None),
             keyed(loss_fn),  # the same code and values: the same program (train/factory.py)
             params,
@@ -227,6 +229,7 @@ _PLANS: dict[Any, _Plan] = {}
 
 
 def _plan(
+    held: contextlib.ExitStack,
     signature,
     loss_fn,
     params,
@@ -245,7 +248,9 @@ def _plan(
 ) -> _Plan:
     """The run's program: from the memo when a call with the same loss, optimizer
     statics, argument shapes and options was checked before; else every check that
-    depends on them (dtypes, examples, batch, mesh, the loss's output) and the chunk size.
+    depends on them (dtypes, examples, batch, mesh, the loss's output) and the chunk size,
+    with the garbage collector paused in ``held`` from here to the end of the run (its
+    program is traced and compiled then).
     """
     memo_key = (
         loss_fn,
@@ -263,6 +268,7 @@ def _plan(
     plan = _PLANS.get(memo_key)
     if plan is not None:
         return plan
+    held.enter_context(collector_paused(True))
     A.check_params(params)
     m = A.n_examples(data)
     mesh_size, batch_sharding = 1, None

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdjax._validate import UsageError, as_key, check_in_range, check_int
 from gdjax.train import args as A
 from gdjax.train import dots, layout, planner
+from gdjax.train.compiles import collector_paused
 from gdjax.train.factory import keyed
 from gdjax.train.loop import nan_after
 from gdjax.train.placement import fetch, place
@@ -219,57 +220,58 @@ def sweep(
         layout.MAX_ELEMENTS if mesh is None else 0,
     )
     planned = _PLANS.get(memo_key)
-    if planned is None:
-        A.check_params(params)
-        one_params = _one(params) if batched_params else params
-        prog = Program(
-            loss_fn=loss_fn,
-            value_and_grad=value_and_grad,
-            opt_static=static,
-            capacity=1,
-            record_every=record_every,
-            n_examples=m,
-            batch_size=batch_size,
-            trajectory=False,
-            loss_dtype=A.check_loss(loss_fn, one_params, data, batch_size),
-            settings_axis=True,
-            batched_key=batched_key,
-            batched_params=batched_params,
-            monitor=monitor,
-            batch_sharding=batch_sharding,
-            small_dots=dots.limit(),
-            runs_innermost=layout.limit() if mesh is None else 0,  # (a mesh places them)
-        )
-        one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
-        one = planner.planned(
-            prog, chunk_size, one_params, data, one_key, _one(leaves), runs=n_runs
-        )
-        planned = planner.remember(_PLANS, memo_key, one)
-    prog, seen_like = planned
+    with collector_paused(planned is None):  # a new program: traced and compiled here
+        if planned is None:
+            A.check_params(params)
+            one_params = _one(params) if batched_params else params
+            prog = Program(
+                loss_fn=loss_fn,
+                value_and_grad=value_and_grad,
+                opt_static=static,
+                capacity=1,
+                record_every=record_every,
+                n_examples=m,
+                batch_size=batch_size,
+                trajectory=False,
+                loss_dtype=A.check_loss(loss_fn, one_params, data, batch_size),
+                settings_axis=True,
+                batched_key=batched_key,
+                batched_params=batched_params,
+                monitor=monitor,
+                batch_sharding=batch_sharding,
+                small_dots=dots.limit(),
+                runs_innermost=layout.limit() if mesh is None else 0,  # (a mesh places them)
+            )
+            one_key = None if run_key is None else (_one(run_key) if batched_key else run_key)
+            one = planner.planned(
+                prog, chunk_size, one_params, data, one_key, _one(leaves), runs=n_runs
+            )
+            planned = planner.remember(_PLANS, memo_key, one)
+        prog, seen_like = planned
 
-    def start(runs):  # the state at step 0 of the runs ``runs`` (None: all), checked
-        if runs is None:
-            return compiled_start(prog, params, leaves, data)
-        own = take(params, runs) if batched_params else params
-        return compiled_start(prog, own, take(leaves, runs), data)
+        def start(runs):  # the state at step 0 of the runs ``runs`` (None: all), checked
+            if runs is None:
+                return compiled_start(prog, params, leaves, data)
+            own = take(params, runs) if batched_params else params
+            return compiled_start(prog, own, take(leaves, runs), data)
 
-    placed = data if mesh is None else place(data, data_sharding)
-    pool = Pool(
-        prog,
-        placed,
-        run_key,
-        n_runs,
-        steps,
-        seen_like,
-        n_dev,
-        settings_sharding,
-        patience,
-        min_delta,
-        start,
-        lambda: A.refuse_non_finite(params, data),  # read with the first chunk
-        memo_key,
-    )
-    final = pool.run(leaves, progress)
+        placed = data if mesh is None else place(data, data_sharding)
+        pool = Pool(
+            prog,
+            placed,
+            run_key,
+            n_runs,
+            steps,
+            seen_like,
+            n_dev,
+            settings_sharding,
+            patience,
+            min_delta,
+            start,
+            lambda: A.refuse_non_finite(params, data),  # read with the first chunk
+            memo_key,
+        )
+        final = pool.run(leaves, progress)
 
     n_rec = -(-steps // record_every)
     fl, ended = final.pop("final_loss"), final.pop("ended")
