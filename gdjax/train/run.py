@@ -250,6 +250,8 @@ class Run:
             if all(len(x) == n_rec for x in whole):
                 return jax.tree_util.tree_map(np.array, chunks[0])
         kept = min(sum(len(x) for x in self.history["losses"]), n_rec)
+        if kept == n_rec and diverged_at < 0:  # every record made: one concatenation
+            return stack_host(chunks, n_rec)
         after = np.arange(n_rec) * re > diverged_at if diverged_at >= 0 else slice(0, 0)
 
         def padded(x):
