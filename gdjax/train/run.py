@@ -72,7 +72,8 @@ class Run:
         return min(n * re, self.steps - t)
 
     def begin(self) -> State:
-        """The state at step 0; the inputs' check is kept for the first chunk to read."""
+        """The state at step 0 (cheap to build again: the replay of a first chunk does);
+        the inputs' check is kept for the first chunk to read."""
         state, self.ok = compiled_start(self.prog, self.params, self.opt_leaves, self.data)
         return state
 
@@ -125,7 +126,7 @@ class Run:
             state = self.begin()
         bar = Progress(progress, self.steps, t0, n_chunks, "fit")
         careful = self.careful
-        restart = given(keep(state)) if self.resumed else self._start
+        restart = given(keep(state)) if self.resumed else self.begin
 
         def on_chunk(s: State, outputs, t: int, t_end: int) -> None:
             losses = self._keep_records(outputs, t, t_end)
@@ -168,10 +169,6 @@ class Run:
             prog, self.params, self.data, self.key, self.opt_leaves, *counts
         )
         return out
-
-    def _start(self) -> State:
-        """The state at step 0 again (a fresh start is cheap to build, and rarely needed)."""
-        return compiled_start(self.prog, self.params, self.opt_leaves, self.data)[0]
 
     def _diverged(self, state: State, outputs: list, n: int) -> bool:
         """Whether a lean chunk diverged: one host read of its flag (raised by its own
