@@ -67,28 +67,27 @@ def test_the_laid_out_sweep_equals_the_default_layout_and_fit(monkeypatch):
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout is a CPU choice")
 @pytest.mark.parametrize("runs", [3, layout.MIN_RUNS])
 def test_the_compiled_sweep_carries_the_runs_innermost(runs):
-    # XLA's text of the chunk names the layout of its loop state: N1's (K, 2, 2) weights
-    # stored {0,2,1} (runs fastest), not row-major {2,1,0}; fewer than MIN_RUNS runs stay
-    # row-major (the copies in and out would cost more)
-    from gdjax.train import pool
+    # XLA's text of the sweep's program (its start and first chunk) names the layout of
+    # its loop state: N1's (K, 2, 2) weights stored {0,2,1} (runs fastest), not row-major
+    # {2,1,0}; fewer than MIN_RUNS runs stay row-major (the copies in and out would cost
+    # more)
+    from gdjax.train import sweeping
 
     n1 = gd.models.get("N1")
     params, batch = n1.example()
     seen = {}
-    real = pool.compiled_chunk
+    real = sweeping.compiled_fresh
 
     def spy(*args):
         seen["args"] = args
         return real(*args)
 
-    pool.compiled_chunk = spy
+    sweeping.compiled_fresh = spy
     try:
         rates = jnp.asarray(np.linspace(0.1, 0.3, runs), jnp.float32)
         gd.sweep(n1.loss, params, gd.optim.sgd(rates), batch, steps=5)
     finally:
-        pool.compiled_chunk = real
-    prog, state, *rest = seen["args"]
-    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
-    text = real.lower(prog, like, *rest).compile().as_text()
+        sweeping.compiled_fresh = real
+    text = real.lower(*seen["args"]).compile().as_text()
     innermost = f"f32[{runs},2,2]{{0,2,1}}" in text
     assert innermost == (runs >= layout.MIN_RUNS)

@@ -146,6 +146,44 @@ def test_a_fresh_run_of_one_chunk_is_one_program_equal_to_the_chunked_run(proble
     assert one.final_loss == chunked.final_loss
 
 
+def test_a_fresh_sweeps_first_chunk_is_one_program_equal_to_the_chunked_sweep(problem, monkeypatch):
+    from gdjax.train import pool, sweeping
+
+    params, data = problem
+    calls = []
+    for module, name in (
+        (sweeping, "compiled_start"),
+        (sweeping, "compiled_fresh"),
+        (pool, "compiled_chunk"),
+    ):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=real, _n=name: calls.append(_n) or _f(*a))
+
+    def init(key):  # each seed its own start: the runs' parameters are batched
+        return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+
+    rates = gd.optim.adam(jnp.asarray([0.01, 0.05, 0.2]))
+    kw = dict(steps=30, seeds=2, init_fn=init)
+    one = gd.sweep(loss, params, rates, data, **kw)
+    assert calls == ["compiled_fresh"]  # the runs' start and the chunk in one call
+    calls.clear()
+    chunked = gd.sweep(loss, params, rates, data, chunk_size=7, **kw)
+    assert calls == ["compiled_fresh"] + ["compiled_chunk"] * 4
+    np.testing.assert_array_equal(one.runs.losses, chunked.runs.losses)
+    for name in params:
+        np.testing.assert_array_equal(one.runs.params[name], chunked.runs.params[name])
+    np.testing.assert_array_equal(one.runs.final_loss, chunked.runs.final_loss)
+    for i in (0, 5):  # run i: setting i // 2, seed i % 2
+        alone = gd.fit(
+            loss,
+            init(jax.random.split(jax.random.key(i % 2))[0]),
+            gd.optim.adam([0.01, 0.05, 0.2][i // 2]),
+            data,
+            steps=30,
+        )
+        np.testing.assert_allclose(one.runs.losses[i], alone.losses, rtol=1e-5, atol=1e-7)
+
+
 def test_a_fresh_run_with_non_finite_inputs_runs_no_step(problem):
     params, data = problem
     opt = gd.optim.sgd(0.1)

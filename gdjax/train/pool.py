@@ -79,6 +79,9 @@ class Pool:
     start: Callable[[Any], tuple[State, Any]] | None = None
     bad_input: Any = None  # raises the error that names the bad input (when not ok)
     shapes: Any = None  # hashable: the arguments' structure (with the program, the jit key)
+    #: ``fresh(runs, prog, key, leaves, t, steps, records)``: :func:`start` and the first
+    #: chunk in one program (:data:`~gdjax.train.start.compiled_fresh`), or None
+    fresh: Callable[..., Any] | None = None
 
     def _chunk(self, prog, state, leaves, idx, t, n_records, ok):
         """One chunk of the slots ``idx`` (their runs) from ``state`` (None: the runs at
@@ -87,9 +90,12 @@ class Pool:
         n_blocks, size = self._blocks(idx.size)
         if n_blocks > 1:
             return self._blocked(prog, state, leaves, idx, t, n_records, size, ok)
+        key = self.key[idx] if self.prog.batched_key else self.key
+        if state is None and self.fresh is not None and self.sharding is None:
+            out = self.fresh(idx, prog, key, leaves, t, self.steps, n_records)
+            return out[0], *fetch(out[1:4]), *out[4:]
         if state is None:
             state, ok = self.start(idx)
-        key = self.key[idx] if self.prog.batched_key else self.key
         state = bare(state)
         if self.sharding is not None:
             state, leaves = place((state, leaves), self.sharding)
@@ -205,9 +211,7 @@ class Pool:
         padded = live.size > self.n_runs  # slots past the runs repeat the last run
         if padded:
             leaves = take(leaves, live)
-        state, ok = None, None  # blocks start their runs themselves
-        if self._blocks(live.size)[0] == 1:
-            state, ok = self.start(live if padded else None)
+        state, ok = None, None  # the first chunk starts its runs (blocks: each its own)
 
         def again():  # the start of the next chunk, for its replay
             return self.start(live if padded else None)[0]

@@ -29,7 +29,7 @@ from gdjax.train.program import Program
 from gdjax.train.records import final_loss
 from gdjax.train.results import FitResult, SweepResult
 from gdjax.train.settings import optimizer_parts
-from gdjax.train.start import compiled_start
+from gdjax.train.start import compiled_fresh, compiled_start
 
 Params = Any
 Data = Any
@@ -255,6 +255,10 @@ def sweep(
             own = take(params, runs) if batched_params else params
             return compiled_start(prog, own, take(leaves, runs), data)
 
+        def fresh(runs, prog, key, own_leaves, t, n_steps, n_records):  # start + chunk
+            own = take(params, runs) if batched_params and runs.size != n_runs else params
+            return compiled_fresh(prog, own, data, key, own_leaves, t, n_steps, n_records)
+
         placed = data if mesh is None else place(data, data_sharding)
         pool = Pool(
             prog,
@@ -270,6 +274,7 @@ def sweep(
             start,
             lambda: A.refuse_non_finite(params, data),  # read with the first chunk
             memo_key,
+            fresh if mesh is None else None,
         )
         final = pool.run(leaves, progress)
 
