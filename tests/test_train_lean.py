@@ -323,3 +323,21 @@ def test_a_sweeps_non_finite_loss_with_finite_parameters_is_caught_per_run(chunk
     w = [1 - (1 - 2 * lr) ** (t if t >= 0 else 40) for lr, t in zip(lrs, first, strict=True)]
     np.testing.assert_allclose(res.runs.params["w"], w, rtol=1e-5)
     assert res.best_index == 0  # the only run that did not diverge
+
+
+def test_all_finite_reads_every_inexact_leaf_of_any_dtype_and_skips_integers():
+    # the in-program check behind every refusal of non-finite inputs and every lean
+    # chunk's divergence flag: one reduction over all leaves, whatever their dtypes
+    tree = {
+        "w": jnp.ones((3, 2)),
+        "h": jnp.ones(4, jnp.float16),
+        "b": jnp.ones((), jnp.bfloat16),
+        "n": jnp.arange(3),
+    }
+    assert bool(jax.jit(program.all_finite)(tree))
+    for name, bad in (("w", jnp.inf), ("h", jnp.nan), ("b", -jnp.inf)):
+        x = tree[name]
+        broken = {**tree, name: x.reshape(-1).at[-1].set(bad).reshape(x.shape)}
+        assert not bool(jax.jit(program.all_finite)(broken)), name
+    assert bool(program.all_finite({"n": jnp.arange(3)}))  # no inexact leaf: nothing to fail
+    assert bool(program.all_finite({"h": jnp.asarray([65504.0], jnp.float16)}))  # its largest
