@@ -91,7 +91,7 @@ class Pool:
         if n_blocks > 1:
             return self._blocked(prog, state, leaves, idx, t, n_records, size, ok)
         key = self.key[idx] if self.prog.batched_key else self.key
-        if state is None and self.fresh is not None and self.sharding is None:
+        if state is None and self.fresh is not None:  # (None on a mesh)
             out = self.fresh(idx, prog, key, leaves, t, self.steps, n_records)
             return out[0], *fetch(out[1:4]), *out[4:]
         if state is None:

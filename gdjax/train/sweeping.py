@@ -255,7 +255,8 @@ def sweep(
             own = take(params, runs) if batched_params else params
             return compiled_start(prog, own, take(leaves, runs), data)
 
-        def fresh(runs, prog, key, own_leaves, t, n_steps, n_records):  # start + chunk
+        # start + first chunk; all n_runs slots unpadded are the runs in order
+        def fresh(runs, prog, key, own_leaves, t, n_steps, n_records):
             own = take(params, runs) if batched_params and runs.size != n_runs else params
             return compiled_fresh(prog, own, data, key, own_leaves, t, n_steps, n_records)
 
